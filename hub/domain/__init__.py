@@ -1,0 +1,1 @@
+"""Pure domain: devices, twins, methods, jobs. No I/O, no frameworks."""

@@ -1,0 +1,10 @@
+"""JSON value types shared by the domain."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
+JsonObject: TypeAlias = "dict[str, JsonValue]"
+
+__all__ = ["JsonObject", "JsonValue"]

@@ -1,0 +1,1 @@
+"""Services the API and the gateway call: registry, twins, methods, presence, jobs."""

@@ -1,0 +1,152 @@
+"""The engine's ports: what it needs from storage and from the device gateway.
+
+Storage implements ``Store`` (hub.storage.sql.SqlStore on SQLite or PostgreSQL); the
+gateway implements ``DeviceLink`` and calls a ``DeviceEvents``. Every implementation is
+checked by one contract test suite (tests/integration/test_store_contract.py).
+
+Rules every Store keeps:
+- ``get_*`` raises the matching NotFound error (DeviceNotFoundError for devices and twins).
+- Versioned writes (``update_device``, ``save_twin``) succeed only when the stored
+  revision equals ``expected_revision``; otherwise ConcurrencyConflictError (or
+  DeviceNotFoundError when the row is gone). Nothing is ever silently overwritten.
+- Batch methods write in one transaction, never one per row.
+- Datetimes go in and come out UTC-aware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from hub.domain.devices import ConnectionState, Device
+from hub.domain.policies import AccessPolicy
+from hub.domain.twin import Twin
+
+__all__ = [
+    "DeviceEvents",
+    "DeviceLink",
+    "DeviceStore",
+    "PolicyStore",
+    "PresenceStore",
+    "PresenceUpdate",
+    "Store",
+    "TwinStore",
+]
+
+
+class DeviceStore(Protocol):
+    async def add_device(self, device: Device) -> Device:
+        """Insert a device and its empty twin; DeviceAlreadyExistsError when the id is taken."""
+        ...
+
+    async def add_devices(self, devices: Sequence[Device]) -> set[str]:
+        """Insert many devices with empty twins in one transaction; return the ids that already existed
+        (those are not written)."""
+        ...
+
+    async def get_device(self, device_id: str) -> Device:
+        ...
+
+    async def list_devices(self, *, limit: int = 1000, after: str | None = None) -> list[Device]:
+        """Devices in device_id order, starting after ``after``."""
+        ...
+
+    async def count_devices(self) -> int:
+        ...
+
+    async def update_device(self, device: Device, *, expected_revision: int) -> Device:
+        """Write identity fields (keys, status, status_reason, status_updated_time); the stored
+        ``etag_revision`` becomes ``expected_revision + 1`` and the returned Device shows it."""
+        ...
+
+    async def remove_device(self, device_id: str, *, expected_revision: int | None = None) -> None:
+        """Delete a device and its twin; with ``expected_revision``, only if the etag matches."""
+        ...
+
+    async def remove_devices(self, device_ids: Sequence[str]) -> set[str]:
+        """Delete many devices in one transaction; return the ids that did not exist."""
+        ...
+
+
+class TwinStore(Protocol):
+    async def get_twin(self, device_id: str) -> Twin:
+        """The twin, with identity fields (status, connection state, last activity) filled in."""
+        ...
+
+    async def save_twin(self, twin: Twin, *, expected_revision: int) -> None:
+        """Write tags, desired, reported (with versions and metadata), version and revision."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceUpdate:
+    device_id: str
+    connection_state: ConnectionState | None
+    at: datetime
+    """When the state changed (for ``connection_state``) or the last activity happened."""
+
+
+class PresenceStore(Protocol):
+    async def record_presence(self, updates: Sequence[PresenceUpdate]) -> None:
+        """Apply connection state changes and last-activity times in one transaction.
+        Updates are applied in order; unknown device ids are ignored."""
+        ...
+
+    async def reset_presence(self) -> None:
+        """Mark every device Disconnected (at start-up: no connection survives a restart)."""
+        ...
+
+
+class PolicyStore(Protocol):
+    async def list_policies(self) -> list[AccessPolicy]:
+        ...
+
+    async def add_policies(self, policies: Sequence[AccessPolicy]) -> None:
+        """Insert policies whose names are not present yet; existing ones are kept as they are."""
+        ...
+
+
+class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, Protocol):
+    async def ping(self) -> None:
+        """Raise ServiceUnavailableError when the database cannot be reached."""
+        ...
+
+
+class DeviceLink(Protocol):
+    """The gateway's side: reach one connected device, never a broadcast."""
+
+    def is_connected(self, device_id: str) -> bool:
+        ...
+
+    async def wait_connected(self, device_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the device to be connected; True if it is."""
+        ...
+
+    async def send(self, device_id: str, topic: str, payload: bytes) -> None:
+        """Publish to that device's session only (QoS 0); DeviceNotOnlineError if not connected."""
+        ...
+
+    async def disconnect(self, device_id: str) -> None:
+        """Close the device's connection if it has one."""
+        ...
+
+
+class DeviceEvents(Protocol):
+    """The engine's side, called by the gateway for everything a device does."""
+
+    async def authenticate(self, client_id: str, username: str | None, password: str | None) -> bool:
+        """True when the CONNECT credentials are a valid SAS token for this device id."""
+        ...
+
+    async def on_connected(self, device_id: str) -> None:
+        ...
+
+    async def on_disconnected(self, device_id: str) -> None:
+        ...
+
+    async def on_message(self, device_id: str, topic: str, payload: bytes) -> tuple[str, bytes] | None:
+        """Handle a device publish on ``$iothub/...`` or ``devices/{id}/...``; return the reply
+        (topic, payload) to send back to that device, if any."""
+        ...

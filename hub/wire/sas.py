@@ -1,0 +1,156 @@
+"""Shared access signatures and connection strings, exactly as IoT Hub forms them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote
+
+__all__ = [
+    "ConnectionString",
+    "SasToken",
+    "SasTokenError",
+    "device_resource_uri",
+    "generate_sas_token",
+    "parse_connection_string",
+    "parse_sas_token",
+    "sign",
+    "signature_matches",
+]
+
+_PREFIX = "SharedAccessSignature "
+
+
+class SasTokenError(ValueError):
+    """A token or connection string that cannot be parsed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SasToken:
+    """A parsed ``SharedAccessSignature sr=..&sig=..&se=..[&skn=..]``; ``resource`` is url-decoded."""
+
+    resource: str
+    signature: str
+    expiry: int
+    key_name: str | None
+    raw_resource: str
+
+    def is_expired(self, now: float | None = None) -> bool:
+        return self.expiry <= (time.time() if now is None else now)
+
+
+def device_resource_uri(hostname: str, device_id: str) -> str:
+    return f"{hostname}/devices/{device_id}"
+
+
+def sign(key_b64: str, raw_resource: str, expiry: int) -> str:
+    """The base64 HMAC-SHA256 of ``raw_resource + "\\n" + expiry`` under the base64 key."""
+    try:
+        key = base64.b64decode(key_b64, validate=True)
+    except binascii.Error as exc:
+        raise SasTokenError("key is not valid base64") from exc
+    digest = hmac.new(key, f"{raw_resource}\n{expiry}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def signature_matches(token: SasToken, key_b64: str) -> bool:
+    """Constant-time check of the token's signature against one key.
+
+    SDKs differ in whether they sign the url-encoded or the plain resource, so both the
+    form on the wire and its canonical encoding are tried.
+    """
+    candidates = {token.raw_resource, quote(token.resource, safe=""), token.resource}
+    ok = False
+    for resource in candidates:
+        try:
+            expected = sign(key_b64, resource, token.expiry)
+        except SasTokenError:
+            return False
+        ok |= hmac.compare_digest(expected.encode(), token.signature.encode())
+    return ok
+
+
+def generate_sas_token(resource: str, key_b64: str, *, ttl: int = 3600, key_name: str | None = None,
+                       now: float | None = None) -> str:
+    expiry = int((time.time() if now is None else now) + ttl)
+    raw = quote(resource, safe="")
+    sig = quote(sign(key_b64, raw, expiry), safe="")
+    token = f"{_PREFIX}sr={raw}&sig={sig}&se={expiry}"
+    if key_name:
+        token += f"&skn={quote(key_name, safe='')}"
+    return token
+
+
+def parse_sas_token(text: str) -> SasToken:
+    if not text.startswith(_PREFIX):
+        raise SasTokenError("token must start with 'SharedAccessSignature '")
+    body = text[len(_PREFIX) :].strip()
+    raw_fields: dict[str, str] = {}
+    for part in body.split("&"):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise SasTokenError(f"malformed token field {part!r}")
+        raw_fields[name] = value
+    missing = {"sr", "sig", "se"} - raw_fields.keys()
+    if missing:
+        raise SasTokenError(f"token lacks {', '.join(sorted(missing))}")
+    try:
+        expiry = int(raw_fields["se"])
+    except ValueError as exc:
+        raise SasTokenError("token expiry 'se' is not an integer") from exc
+    skn = raw_fields.get("skn")
+    return SasToken(
+        resource=unquote(raw_fields["sr"]),
+        signature=unquote(raw_fields["sig"]),
+        expiry=expiry,
+        key_name=unquote(skn) if skn is not None else None,
+        raw_resource=raw_fields["sr"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionString:
+    """``HostName=..;SharedAccessKeyName=..;SharedAccessKey=..`` or ``HostName=..;DeviceId=..;SharedAccessKey=..``."""
+
+    hostname: str
+    shared_access_key: str
+    key_name: str | None = None
+    device_id: str | None = None
+    gateway_hostname: str | None = None
+
+    def __str__(self) -> str:
+        parts = [f"HostName={self.hostname}"]
+        if self.device_id is not None:
+            parts.append(f"DeviceId={self.device_id}")
+        if self.key_name is not None:
+            parts.append(f"SharedAccessKeyName={self.key_name}")
+        parts.append(f"SharedAccessKey={self.shared_access_key}")
+        if self.gateway_hostname:
+            parts.append(f"GatewayHostName={self.gateway_hostname}")
+        return ";".join(parts)
+
+
+def parse_connection_string(text: str) -> ConnectionString:
+    fields: dict[str, str] = {}
+    for part in text.strip().split(";"):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise SasTokenError(f"malformed connection string field {part!r}")
+        fields[name.strip()] = value.strip()
+    if "HostName" not in fields or "SharedAccessKey" not in fields:
+        raise SasTokenError("connection string needs HostName and SharedAccessKey")
+    if ("DeviceId" in fields) == ("SharedAccessKeyName" in fields):
+        raise SasTokenError("connection string needs exactly one of DeviceId or SharedAccessKeyName")
+    return ConnectionString(
+        hostname=fields["HostName"],
+        shared_access_key=fields["SharedAccessKey"],
+        key_name=fields.get("SharedAccessKeyName"),
+        device_id=fields.get("DeviceId"),
+        gateway_hostname=fields.get("GatewayHostName"),
+    )
