@@ -52,8 +52,9 @@ def generate_key() -> str:
 
 @dataclass(frozen=True, slots=True)
 class SymmetricKeys:
-    primary: str
-    secondary: str
+    # Keys are secrets: a logged Device or traceback must not show them.
+    primary: str = field(repr=False)
+    secondary: str = field(repr=False)
 
     @classmethod
     def generate(cls) -> SymmetricKeys:

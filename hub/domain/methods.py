@@ -63,7 +63,12 @@ class MethodRequest:
                 or not 0 <= connect_timeout <= 300:
             raise BadRequestError(f"connectTimeoutInSeconds must be an integer from 0 to 300, "
                                   f"got {connect_timeout!r}")
-        size = payload_size(payload)
+        try:
+            # allow_nan=False: NaN/Infinity would go to the device as text that is not JSON.
+            size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False,
+                                  allow_nan=False).encode())
+        except (TypeError, ValueError) as exc:
+            raise BadRequestError(f"method payload is not JSON: {exc}") from exc
         if size > MAX_PAYLOAD_BYTES:
             raise PayloadTooLargeError(f"method payload is {size} bytes, over the limit of "
                                        f"{MAX_PAYLOAD_BYTES} bytes")

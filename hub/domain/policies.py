@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = ["DEFAULT_POLICY_RIGHTS", "AccessPolicy", "Right"]
@@ -26,8 +26,9 @@ DEFAULT_POLICY_RIGHTS: dict[str, frozenset[Right]] = {
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
     name: str
-    primary_key: str
-    secondary_key: str
+    # Keys are secrets: a logged policy or traceback must not show them.
+    primary_key: str = field(repr=False)
+    secondary_key: str = field(repr=False)
     rights: frozenset[Right]
 
     def keys(self) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -94,6 +94,10 @@ class Twin:
 
 def isoformat(moment: datetime) -> str:
     """UTC ISO-8601 with 7 fractional digits and ``Z``, as IoT Hub writes timestamps."""
+    # An aware time in another zone must be shifted, not just relabelled with "Z";
+    # naive times are taken to be UTC already (the domain only makes UTC times).
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
 
 
@@ -159,7 +163,10 @@ def json_size(value: JsonValue) -> int:
     return sum(len(k.encode()) + json_size(v) for k, v in value.items())
 
 
-def _check_key(key: str, path: str, section: Section, limits: TwinLimits) -> None:
+def _check_key(key: object, path: str, section: Section, limits: TwinLimits) -> None:
+    # Keys reach here from Python callers too, not only from parsed JSON.
+    if not isinstance(key, str):
+        raise TwinLimitError(f"{section}: property name {key!r} at {path or 'the root'} is not a string")
     if not key:
         raise TwinLimitError(f"{section}: empty property name at {path or 'the root'}")
     if len(key.encode()) > limits.key_bytes:
@@ -308,7 +315,8 @@ def twin_document(twin: Twin) -> JsonObject:
 
 def device_twin_document(twin: Twin) -> JsonObject:
     """The body of the device's twin GET reply: desired and reported, no tags, no metadata."""
-    return {"desired": _section_document(twin.desired, False), "reported": _section_document(twin.reported, False)}
+    return {"desired": _section_document(twin.desired, False),
+            "reported": _section_document(twin.reported, False)}
 
 
 def desired_notification(patch: JsonObject, version: int) -> JsonObject:

@@ -7,8 +7,8 @@ import binascii
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 __all__ = [
     "ConnectionString",
@@ -34,7 +34,7 @@ class SasToken:
     """A parsed ``SharedAccessSignature sr=..&sig=..&se=..[&skn=..]``; ``resource`` is url-decoded."""
 
     resource: str
-    signature: str
+    signature: str = field(repr=False)  # a bearer credential until it expires
     expiry: int
     key_name: str | None
     raw_resource: str
@@ -51,7 +51,7 @@ def sign(key_b64: str, raw_resource: str, expiry: int) -> str:
     """The base64 HMAC-SHA256 of ``raw_resource + "\\n" + expiry`` under the base64 key."""
     try:
         key = base64.b64decode(key_b64, validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
         raise SasTokenError("key is not valid base64") from exc
     digest = hmac.new(key, f"{raw_resource}\n{expiry}".encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
@@ -98,10 +98,11 @@ def parse_sas_token(text: str) -> SasToken:
     missing = {"sr", "sig", "se"} - raw_fields.keys()
     if missing:
         raise SasTokenError(f"token lacks {', '.join(sorted(missing))}")
-    try:
-        expiry = int(raw_fields["se"])
-    except ValueError as exc:
-        raise SasTokenError("token expiry 'se' is not an integer") from exc
+    # Plain ASCII digits only: int() would also take " 1", "1_0", "+1" and non-ASCII digits.
+    se = raw_fields["se"]
+    if not (se.isascii() and se.isdigit() and len(se) <= 18):
+        raise SasTokenError("token expiry 'se' is not an integer")
+    expiry = int(se)
     skn = raw_fields.get("skn")
     return SasToken(
         resource=unquote(raw_fields["sr"]),
@@ -114,10 +115,11 @@ def parse_sas_token(text: str) -> SasToken:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionString:
-    """``HostName=..;SharedAccessKeyName=..;SharedAccessKey=..`` or ``HostName=..;DeviceId=..;SharedAccessKey=..``."""
+    """``HostName=..;SharedAccessKeyName=..;SharedAccessKey=..`` (a service policy) or
+    ``HostName=..;DeviceId=..;SharedAccessKey=..`` (a device)."""
 
     hostname: str
-    shared_access_key: str
+    shared_access_key: str = field(repr=False)  # a secret: keep it out of logs and tracebacks
     key_name: str | None = None
     device_id: str | None = None
     gateway_hostname: str | None = None
@@ -143,7 +145,7 @@ def parse_connection_string(text: str) -> ConnectionString:
         if not sep:
             raise SasTokenError(f"malformed connection string field {part!r}")
         fields[name.strip()] = value.strip()
-    if "HostName" not in fields or "SharedAccessKey" not in fields:
+    if not fields.get("HostName") or not fields.get("SharedAccessKey"):
         raise SasTokenError("connection string needs HostName and SharedAccessKey")
     if ("DeviceId" in fields) == ("SharedAccessKeyName" in fields):
         raise SasTokenError("connection string needs exactly one of DeviceId or SharedAccessKeyName")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote
 
@@ -10,6 +11,10 @@ __all__ = [
     "TWIN_DESIRED_SUBSCRIBE",
     "TWIN_RESPONSE_SUBSCRIBE",
     "DeviceTopic",
+    "HubDesiredPatch",
+    "HubMethodRequest",
+    "HubTopic",
+    "HubTwinResponse",
     "MethodResponse",
     "ReportedPatch",
     "Telemetry",
@@ -23,10 +28,6 @@ __all__ = [
     "reported_patch_topic",
     "twin_get_topic",
     "twin_response_topic",
-    "HubMethodRequest",
-    "HubTwinResponse",
-    "HubDesiredPatch",
-    "HubTopic",
 ]
 
 METHODS_SUBSCRIBE = "$iothub/methods/POST/#"
@@ -41,8 +42,19 @@ _TWIN_RES = "$iothub/twin/res/"
 _TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/"
 
 
+# Status codes and versions are plain ASCII decimals; int() alone would also take " 200",
+# "2_00", "+200" and non-ASCII digits such as "٢٠٠".
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 class TopicError(ValueError):
     """A topic that is not part of the dialect (or malformed)."""
+
+
+def _integer(text: str, what: str) -> int:
+    if not _INTEGER.fullmatch(text):
+        raise TopicError(f"{what} {text!r} is not an integer")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +127,11 @@ def parse_device_topic(topic: str) -> DeviceTopic:
     if topic.startswith(_METHOD_RES):
         rest = topic[len(_METHOD_RES) :]
         status_text, _, tail = rest.partition("/")
-        try:
-            status = int(status_text)
-        except ValueError as exc:
-            raise TopicError(f"method response status {status_text!r} is not an integer") from exc
+        status = _integer(status_text, "method response status")
         return MethodResponse(_rid(tail), status)
     if topic.startswith("devices/"):
         parts = topic.split("/", 4)
-        if len(parts) >= 4 and parts[2] == "messages" and parts[3] == "events":
+        if len(parts) >= 4 and parts[1] and parts[2] == "messages" and parts[3] == "events":
             props = parts[4] if len(parts) == 5 else ""
             return Telemetry(parts[1], dict(parse_qsl(props, keep_blank_values=True)))
     raise TopicError(f"topic {topic!r} is not part of the IoT Hub device dialect")
@@ -133,21 +142,23 @@ def parse_hub_topic(topic: str) -> HubTopic:
     if topic.startswith(_METHOD_POST):
         rest = topic[len(_METHOD_POST) :]
         name, _, tail = rest.partition("/")
+        if not name:
+            raise TopicError("method request topic has no method name")
         return HubMethodRequest(name, _rid(tail))
     if topic.startswith(_TWIN_RES):
         rest = topic[len(_TWIN_RES) :]
         status_text, _, tail = rest.partition("/")
-        query = _query(tail)
-        version = query.get("$version")
-        return HubTwinResponse(int(status_text), query.get("$rid", ""), int(version) if version else None)
+        status = _integer(status_text, "twin response status")
+        version = _query(tail).get("$version")
+        return HubTwinResponse(status, _rid(tail), _integer(version, "$version") if version else None)
     if topic.startswith(_TWIN_DESIRED):
         version = _query(topic[len(_TWIN_DESIRED) :]).get("$version")
-        return HubDesiredPatch(int(version) if version else None)
+        return HubDesiredPatch(_integer(version, "$version") if version else None)
     raise TopicError(f"topic {topic!r} is not sent by the hub")
 
 
 def method_request_topic(method_name: str, rid: str) -> str:
-    return f"{_METHOD_POST}{method_name}/?$rid={rid}"
+    return f"{_METHOD_POST}{method_name}/?$rid={quote(rid, safe='')}"
 
 
 def method_response_topic(status: int, rid: str) -> str:
