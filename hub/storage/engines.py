@@ -1,0 +1,65 @@
+"""AsyncEngine construction for SQLite (aiosqlite) and PostgreSQL (asyncpg)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from hub.storage.urls import normalize_url
+
+__all__ = ["create_engine"]
+
+# Compact, and ASCII-escaped so that lone surrogates from parsed JSON still store on SQLite.
+_dumps = functools.partial(json.dumps, separators=(",", ":"), allow_nan=False)
+
+# PostgreSQL's jsonb keeps numbers as numeric and prints 1e+20 back as a 21-digit integer.
+# Twin integers are limited to +-2**52, so a longer integer was written as a float.
+_LARGEST_JSON_INT = 2**53
+
+
+def _parse_int(text: str) -> int | float:
+    value = int(text)
+    return float(value) if abs(value) > _LARGEST_JSON_INT else value
+
+
+_loads = functools.partial(json.loads, parse_int=_parse_int)
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",  # readers never block the writer
+    "PRAGMA synchronous=NORMAL",  # durable enough under WAL, far fewer fsyncs
+    "PRAGMA busy_timeout=5000",  # writers queue for the lock instead of failing at once
+    "PRAGMA foreign_keys=ON",
+)
+_PG_CONNECT_TIMEOUT_SECONDS = 10.0  # asyncpg waits 60 s by default; ping must answer sooner
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def create_engine(url: str | URL, *, connect_args: Mapping[str, Any] | None = None) -> AsyncEngine:
+    """An engine for ``url`` (see normalize_url); ``connect_args`` go to the driver's connect()."""
+    parsed = normalize_url(url)
+    backend = parsed.get_backend_name()
+    args = dict(connect_args or {})
+    options: dict[str, Any] = {"hide_parameters": True, "json_serializer": _dumps, "json_deserializer": _loads}
+    if backend == "postgresql":
+        args.setdefault("timeout", _PG_CONNECT_TIMEOUT_SECONDS)
+        # A pooled connection may have died with a server restart; check before use.
+        options["pool_pre_ping"] = True
+    engine = create_async_engine(parsed, connect_args=args, **options)
+    if backend == "sqlite":
+        event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
+    return engine

@@ -1,0 +1,121 @@
+"""Mappers between table rows and hub.domain values; the only place that knows both."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from hub.domain.devices import ConnectionState, Device, DeviceStatus, SymmetricKeys
+from hub.domain.json import JsonObject
+from hub.domain.policies import AccessPolicy, Right
+from hub.domain.twin import PropertySet, Twin
+
+__all__ = [
+    "device_from_row",
+    "device_identity_values",
+    "new_device_values",
+    "policy_from_row",
+    "policy_values",
+    "twin_from_row",
+    "twin_values",
+]
+
+
+def device_from_row(row: RowMapping) -> Device:
+    return Device(
+        device_id=row["device_id"],
+        generation_id=row["generation_id"],
+        keys=SymmetricKeys(row["primary_key"], row["secondary_key"]),
+        status=DeviceStatus(row["status"]),
+        status_reason=row["status_reason"],
+        status_updated_time=row["status_updated_time"],
+        connection_state=ConnectionState(row["connection_state"]),
+        connection_state_updated_time=row["connection_state_updated_time"],
+        last_activity_time=row["last_activity_time"],
+        etag_revision=row["etag_revision"],
+        created_time=row["created_time"],
+    )
+
+
+def device_identity_values(device: Device) -> dict[str, Any]:
+    """The columns ``update_device`` may change."""
+    return {
+        "primary_key": device.keys.primary,
+        "secondary_key": device.keys.secondary,
+        "status": device.status.value,
+        "status_reason": device.status_reason,
+        "status_updated_time": device.status_updated_time,
+    }
+
+
+def twin_values(twin: Twin) -> dict[str, Any]:
+    """The columns ``save_twin`` writes."""
+    return {
+        "tags": twin.tags,
+        "desired": twin.desired.properties,
+        "desired_metadata": twin.desired.metadata,
+        "desired_version": twin.desired.version,
+        "reported": twin.reported.properties,
+        "reported_metadata": twin.reported.metadata,
+        "reported_version": twin.reported.version,
+        "twin_version": twin.version,
+        "twin_revision": twin.revision,
+    }
+
+
+def new_device_values(device: Device) -> dict[str, Any]:
+    """A whole row: the device with an empty twin."""
+    values = device_identity_values(device)
+    values.update(
+        device_id=device.device_id,
+        generation_id=device.generation_id,
+        connection_state=device.connection_state.value,
+        connection_state_updated_time=device.connection_state_updated_time,
+        last_activity_time=device.last_activity_time,
+        etag_revision=device.etag_revision,
+        created_time=device.created_time,
+    )
+    values.update(twin_values(Twin(device_id=device.device_id)))
+    return values
+
+
+def _json_object(value: Any) -> JsonObject:
+    # A JSON column holding anything but an object means the row was written outside the store.
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object in a twin column, got {type(value).__name__}")
+    return value
+
+
+def twin_from_row(row: RowMapping) -> Twin:
+    return Twin(
+        device_id=row["device_id"],
+        tags=_json_object(row["tags"]),
+        desired=PropertySet(
+            _json_object(row["desired"]), _json_object(row["desired_metadata"]), row["desired_version"]
+        ),
+        reported=PropertySet(
+            _json_object(row["reported"]), _json_object(row["reported_metadata"]), row["reported_version"]
+        ),
+        version=row["twin_version"],
+        revision=row["twin_revision"],
+        status=DeviceStatus(row["status"]),
+        status_reason=row["status_reason"],
+        status_updated_time=row["status_updated_time"],
+        connection_state=ConnectionState(row["connection_state"]),
+        last_activity_time=row["last_activity_time"],
+    )
+
+
+def policy_from_row(row: RowMapping) -> AccessPolicy:
+    rights = frozenset(Right(name) for name in row["rights"].split(",") if name)
+    return AccessPolicy(row["name"], row["primary_key"], row["secondary_key"], rights)
+
+
+def policy_values(policy: AccessPolicy) -> dict[str, Any]:
+    return {
+        "name": policy.name,
+        "primary_key": policy.primary_key,
+        "secondary_key": policy.secondary_key,
+        "rights": ",".join(sorted(right.value for right in policy.rights)),
+    }

@@ -1,0 +1,329 @@
+"""SqlStore: the engine's Store on SQLAlchemy's asyncio engine, for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hub.domain.clock import Clock, SystemClock
+from hub.domain.devices import ConnectionState, Device
+from hub.domain.policies import AccessPolicy
+from hub.domain.twin import Twin
+from hub.engine.ports import PresenceUpdate
+from hub.errors import ConcurrencyConflictError, DeviceAlreadyExistsError, DeviceNotFoundError
+from hub.storage.engines import create_engine
+from hub.storage.failures import translate_errors
+from hub.storage.mappers import (
+    device_from_row,
+    device_identity_values,
+    new_device_values,
+    policy_from_row,
+    policy_values,
+    twin_from_row,
+    twin_values,
+)
+from hub.storage.migrate import upgrade
+from hub.storage.tables import UtcDateTime, access_policies_table, devices_table
+
+__all__ = ["SqlStore"]
+
+_devices = devices_table
+_policies = access_policies_table
+
+_DEVICE_COLUMNS = tuple(
+    _devices.c[name]
+    for name in (
+        "device_id",
+        "generation_id",
+        "primary_key",
+        "secondary_key",
+        "status",
+        "status_reason",
+        "status_updated_time",
+        "connection_state",
+        "connection_state_updated_time",
+        "last_activity_time",
+        "etag_revision",
+        "created_time",
+    )
+)
+_TWIN_COLUMNS = tuple(
+    _devices.c[name]
+    for name in (
+        "device_id",
+        "tags",
+        "desired",
+        "desired_metadata",
+        "desired_version",
+        "reported",
+        "reported_metadata",
+        "reported_version",
+        "twin_version",
+        "twin_revision",
+        "status",
+        "status_reason",
+        "status_updated_time",
+        "connection_state",
+        "last_activity_time",
+    )
+)
+# Well under both SQLite's (32766) and PostgreSQL's (32767) bound-parameter limits.
+_IN_CHUNK = 1000
+
+# One statement for every kind of presence update, so a batch is a single executemany that
+# keeps the caller's order; a NULL parameter leaves the column as it is.
+_activity = sa.bindparam("p_activity_time", type_=UtcDateTime())
+_record_presence = (
+    sa.update(_devices)
+    .where(_devices.c.device_id == sa.bindparam("p_device_id"))
+    .values(
+        connection_state=sa.func.coalesce(sa.bindparam("p_state", type_=sa.String(32)), _devices.c.connection_state),
+        connection_state_updated_time=sa.func.coalesce(
+            sa.bindparam("p_state_time", type_=UtcDateTime()), _devices.c.connection_state_updated_time
+        ),
+        # Last activity only moves forward: a batch may carry a stale touch after a reconnect.
+        last_activity_time=sa.case(
+            (
+                sa.and_(
+                    _activity.is_not(None),
+                    sa.or_(_devices.c.last_activity_time.is_(None), _devices.c.last_activity_time < _activity),
+                ),
+                _activity,
+            ),
+            else_=_devices.c.last_activity_time,
+        ),
+    )
+)
+
+
+def _presence_params(update: PresenceUpdate) -> dict[str, Any]:
+    state = update.connection_state
+    return {
+        "p_device_id": update.device_id,
+        "p_state": state.value if state is not None else None,
+        "p_state_time": update.at if state is not None else None,
+        # Connecting and any traffic are activity; a disconnect is not.
+        "p_activity_time": None if state is ConnectionState.DISCONNECTED else update.at,
+    }
+
+
+def _first_by_key(items: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Rows keyed by ``key``, the first occurrence winning, in input order."""
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        rows.setdefault(item[key], item)
+    return list(rows.values())
+
+
+class SqlStore:
+    """Implements hub.engine.ports.Store; build one with ``SqlStore.open(url)``."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
+        self._engine = engine
+        self._clock: Clock = clock or SystemClock()
+        self._dialect = engine.dialect.name
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        url: str | URL,
+        *,
+        migrate: bool = True,
+        clock: Clock | None = None,
+        connect_args: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[SqlStore]:
+        """Create the engine, upgrade the schema to head (unless ``migrate`` is false), and
+        dispose of the engine on exit. ``connect_args`` go to the driver's connect()."""
+        engine = create_engine(url, connect_args=connect_args)
+        try:
+            if migrate:
+                await upgrade(engine)
+            yield cls(engine, clock=clock)
+        finally:
+            await engine.dispose()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """For stores and query runners that share this database."""
+        return self._engine
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        with translate_errors():
+            async with self._engine.begin() as connection:
+                yield connection
+
+    def _insert_ignoring_conflicts(self, table: sa.Table, key: sa.Column[Any]) -> sa.Insert:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+        if self._dialect == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+        raise NotImplementedError(f"unsupported database dialect {self._dialect!r}")
+
+    @staticmethod
+    async def _raise_missing_or_conflict(
+        connection: AsyncConnection, device_id: str, revision: sa.Column[Any], expected: int
+    ) -> None:
+        query = sa.select(revision).where(_devices.c.device_id == device_id)
+        actual = (await connection.execute(query)).scalar_one_or_none()
+        if actual is None:
+            raise DeviceNotFoundError(f"Device {device_id!r} is not registered", device_id=device_id)
+        raise ConcurrencyConflictError(
+            f"Device {device_id!r} changed meanwhile: revision {actual}, expected {expected}", device_id=device_id
+        )
+
+    # -- devices -------------------------------------------------------------------------
+
+    async def add_device(self, device: Device) -> Device:
+        statement = (
+            self._insert_ignoring_conflicts(_devices, _devices.c.device_id)
+            .values(new_device_values(device))
+            .returning(_devices.c.device_id)
+        )
+        async with self._begin() as connection:
+            inserted = (await connection.execute(statement)).first()
+        if inserted is None:
+            raise DeviceAlreadyExistsError(f"Device {device.device_id!r} already exists", device_id=device.device_id)
+        return device
+
+    async def add_devices(self, devices: Sequence[Device]) -> set[str]:
+        if not devices:
+            return set()
+        rows = _first_by_key([new_device_values(device) for device in devices], "device_id")
+        statement = self._insert_ignoring_conflicts(_devices, _devices.c.device_id).returning(_devices.c.device_id)
+        async with self._begin() as connection:
+            inserted = set((await connection.execute(statement, rows)).scalars())
+        return {row["device_id"] for row in rows} - inserted
+
+    async def get_device(self, device_id: str) -> Device:
+        query = sa.select(*_DEVICE_COLUMNS).where(_devices.c.device_id == device_id)
+        async with self._begin() as connection:
+            row = (await connection.execute(query)).mappings().first()
+        if row is None:
+            raise DeviceNotFoundError(f"Device {device_id!r} is not registered", device_id=device_id)
+        return device_from_row(row)
+
+    async def list_devices(self, *, limit: int = 1000, after: str | None = None) -> list[Device]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        query = sa.select(*_DEVICE_COLUMNS).order_by(_devices.c.device_id).limit(limit)
+        if after is not None:
+            query = query.where(_devices.c.device_id > after)
+        async with self._begin() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [device_from_row(row) for row in rows]
+
+    async def count_devices(self) -> int:
+        query = sa.select(sa.func.count()).select_from(_devices)
+        async with self._begin() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+    async def update_device(self, device: Device, *, expected_revision: int) -> Device:
+        statement = (
+            sa.update(_devices)
+            .where(_devices.c.device_id == device.device_id, _devices.c.etag_revision == expected_revision)
+            .values(**device_identity_values(device), etag_revision=expected_revision + 1)
+            .returning(*_DEVICE_COLUMNS)
+        )
+        async with self._begin() as connection:
+            row = (await connection.execute(statement)).mappings().first()
+            if row is None:
+                await self._raise_missing_or_conflict(
+                    connection, device.device_id, _devices.c.etag_revision, expected_revision
+                )
+        assert row is not None  # _raise_missing_or_conflict always raises
+        return device_from_row(row)
+
+    async def remove_device(self, device_id: str, *, expected_revision: int | None = None) -> None:
+        statement = sa.delete(_devices).where(_devices.c.device_id == device_id)
+        if expected_revision is not None:
+            statement = statement.where(_devices.c.etag_revision == expected_revision)
+        async with self._begin() as connection:
+            deleted = (await connection.execute(statement.returning(_devices.c.device_id))).first()
+            if deleted is None:
+                if expected_revision is None:
+                    raise DeviceNotFoundError(f"Device {device_id!r} is not registered", device_id=device_id)
+                await self._raise_missing_or_conflict(
+                    connection, device_id, _devices.c.etag_revision, expected_revision
+                )
+
+    async def remove_devices(self, device_ids: Sequence[str]) -> set[str]:
+        wanted = list(dict.fromkeys(device_ids))
+        deleted: set[str] = set()
+        async with self._begin() as connection:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                statement = sa.delete(_devices).where(_devices.c.device_id.in_(chunk)).returning(_devices.c.device_id)
+                deleted.update((await connection.execute(statement)).scalars())
+        return set(wanted) - deleted
+
+    # -- twins ---------------------------------------------------------------------------
+
+    async def get_twin(self, device_id: str) -> Twin:
+        query = sa.select(*_TWIN_COLUMNS).where(_devices.c.device_id == device_id)
+        async with self._begin() as connection:
+            row = (await connection.execute(query)).mappings().first()
+        if row is None:
+            raise DeviceNotFoundError(f"Device {device_id!r} is not registered", device_id=device_id)
+        return twin_from_row(row)
+
+    async def save_twin(self, twin: Twin, *, expected_revision: int) -> None:
+        statement = (
+            sa.update(_devices)
+            .where(_devices.c.device_id == twin.device_id, _devices.c.twin_revision == expected_revision)
+            .values(twin_values(twin))
+        )
+        async with self._begin() as connection:
+            result = await connection.execute(statement)
+            if result.rowcount == 0:
+                await self._raise_missing_or_conflict(
+                    connection, twin.device_id, _devices.c.twin_revision, expected_revision
+                )
+
+    # -- presence ------------------------------------------------------------------------
+
+    async def record_presence(self, updates: Sequence[PresenceUpdate]) -> None:
+        if not updates:
+            return
+        params = [_presence_params(update) for update in updates]
+        async with self._begin() as connection:
+            await connection.execute(_record_presence, params)
+
+    async def reset_presence(self) -> None:
+        disconnected = ConnectionState.DISCONNECTED.value
+        statement = (
+            sa.update(_devices)
+            .where(_devices.c.connection_state != disconnected)
+            .values(connection_state=disconnected, connection_state_updated_time=self._clock.now())
+        )
+        async with self._begin() as connection:
+            await connection.execute(statement)
+
+    # -- policies ------------------------------------------------------------------------
+
+    async def list_policies(self) -> list[AccessPolicy]:
+        query = sa.select(_policies).order_by(_policies.c.name)
+        async with self._begin() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [policy_from_row(row) for row in rows]
+
+    async def add_policies(self, policies: Sequence[AccessPolicy]) -> None:
+        if not policies:
+            return
+        rows = _first_by_key([policy_values(policy) for policy in policies], "name")
+        statement = self._insert_ignoring_conflicts(_policies, _policies.c.name)
+        async with self._begin() as connection:
+            await connection.execute(statement, rows)
+
+    # -- health --------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async with self._begin() as connection:
+            await connection.execute(sa.text("SELECT 1"))
