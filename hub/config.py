@@ -17,7 +17,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./fleethub-data")
     hostname: str = "localhost"
-    bind_address: str = "0.0.0.0"  # noqa: S104 - a hub serves devices on the network
+    bind_address: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
     https_port: int = Field(8443, ge=0, le=65535)
     mqtt_port: int = Field(1883, ge=0, le=65535)

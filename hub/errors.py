@@ -16,6 +16,7 @@
     +-- PreconditionFailedError      PreconditionFailed (412, etag mismatch)
     +-- ConcurrencyConflictError     internal: a versioned write lost a race; callers retry
     +-- GatewayTimeoutError          GatewayTimeout (504, no reply from the device in time)
+    +-- DeviceReplyError             InvalidDeviceReply (502, a reply the hub cannot pass on)
     +-- ThrottledError               ThrottlingException (429)
     +-- ServiceUnavailableError      ServiceUnavailable (503, e.g. the database is down)
 
@@ -34,6 +35,7 @@ __all__ = [
     "DeviceAlreadyExistsError",
     "DeviceNotFoundError",
     "DeviceNotOnlineError",
+    "DeviceReplyError",
     "ForbiddenError",
     "GatewayTimeoutError",
     "HubError",
@@ -124,6 +126,10 @@ class ConcurrencyConflictError(HubError):
 
 class GatewayTimeoutError(HubError):
     code = "GatewayTimeout"
+
+
+class DeviceReplyError(HubError):
+    code = "InvalidDeviceReply"
 
 
 class ThrottledError(HubError):

@@ -80,8 +80,14 @@ def bind_listener(host: str, port: int, *, flag: str, env: str, what: str) -> so
     try:
         family, address = _address(host, port)
     except socket.gaierror as exc:
-        raise BindError(f"cannot listen for {what} on {host!r}: {exc.strerror}; check the bind address",
-                        host=host, port=port, flag=flag, env=env, what=what) from exc
+        raise BindError(
+            f"cannot listen for {what} on {host!r}: {exc.strerror}; check the bind address",
+            host=host,
+            port=port,
+            flag=flag,
+            env=env,
+            what=what,
+        ) from exc
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         # POSIX: lets a restarted hub reuse the port while old connections sit in TIME_WAIT.
@@ -94,17 +100,33 @@ def bind_listener(host: str, port: int, *, flag: str, env: str, what: str) -> so
     except OSError as exc:
         sock.close()
         if exc.errno in _IN_USE:
-            raise PortInUseError(f"port {port} for {what} is already in use on {shown}; {_choice(flag, env)}",
-                                 host=host, port=port, flag=flag, env=env, what=what) from exc
+            raise PortInUseError(
+                f"port {port} for {what} is already in use on {shown}; {_choice(flag, env)}",
+                host=host,
+                port=port,
+                flag=flag,
+                env=env,
+                what=what,
+            ) from exc
         if exc.errno in _DENIED:
             raise PortPermissionError(
                 f"not allowed to listen on port {port} for {what} on {shown}: ports below 1024 need "
                 f"administrator rights (or CAP_NET_BIND_SERVICE); {_choice(flag, env)}",
-                host=host, port=port, flag=flag, env=env, what=what) from exc
+                host=host,
+                port=port,
+                flag=flag,
+                env=env,
+                what=what,
+            ) from exc
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise BindError(f"cannot listen for {what} on {shown}: no such address on this machine; "
-                            "check the bind address", host=host, port=port, flag=flag, env=env,
-                            what=what) from exc
+            raise BindError(
+                f"cannot listen for {what} on {shown}: no such address on this machine; check the bind address",
+                host=host,
+                port=port,
+                flag=flag,
+                env=env,
+                what=what,
+            ) from exc
         raise
     return sock
 

@@ -89,14 +89,18 @@ class TlsFiles:
         try:
             server_ssl_context(files)
         except ssl.SSLError as exc:
-            raise TlsError(f"TLS certificate {files.server_cert} and key {files.server_key} cannot be "
-                           f"used together: {exc.reason or exc}", path=files.server_cert) from exc
+            raise TlsError(
+                f"TLS certificate {files.server_cert} and key {files.server_key} cannot be "
+                f"used together: {exc.reason or exc}",
+                path=files.server_cert,
+            ) from exc
         if files.ca_cert is not None:
             try:
                 client_ssl_context(files.ca_cert)
             except ssl.SSLError as exc:
-                raise TlsError(f"TLS CA file {files.ca_cert} holds no usable certificate: "
-                               f"{exc.reason or exc}", path=files.ca_cert) from exc
+                raise TlsError(
+                    f"TLS CA file {files.ca_cert} holds no usable certificate: {exc.reason or exc}", path=files.ca_cert
+                ) from exc
         return files
 
 
@@ -131,8 +135,9 @@ def server_ssl_context(files: TlsFiles) -> ssl.SSLContext:
 
     def refuse_password() -> bytes:
         # Without a callback OpenSSL would prompt on the terminal and hang a service.
-        raise TlsError(f"TLS key {files.server_key} is encrypted; give the hub an unencrypted key",
-                       path=files.server_key)
+        raise TlsError(
+            f"TLS key {files.server_key} is encrypted; give the hub an unencrypted key", path=files.server_key
+        )
 
     context.load_cert_chain(files.server_cert, files.server_key, password=refuse_password)
     return context
@@ -140,8 +145,9 @@ def server_ssl_context(files: TlsFiles) -> ssl.SSLContext:
 
 def client_ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
     """A client context that verifies the hub against ``ca_file`` (None: the system's CAs)."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                         cafile=os.fspath(ca_file) if ca_file is not None else None)
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=os.fspath(ca_file) if ca_file is not None else None
+    )
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -149,8 +155,9 @@ def client_ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
 # -- the CA ------------------------------------------------------------------------------
 
 
-def _load_or_create_ca(cert_path: Path, key_path: Path, now: datetime
-                       ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _load_or_create_ca(
+    cert_path: Path, key_path: Path, now: datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     if not cert_path.exists() and not key_path.exists():
         logger.info("creating the hub's TLS CA in %s", cert_path.parent)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -161,29 +168,41 @@ def _load_or_create_ca(cert_path: Path, key_path: Path, now: datetime
     # Never replace a CA silently: clients have copied ca.pem and would stop trusting the hub.
     for path in (cert_path, key_path):
         if not path.exists():
-            raise TlsError(f"{path} is missing while {cert_path if path == key_path else key_path} exists; "
-                           f"restore it, or delete every file in {cert_path.parent} to create a new CA "
-                           "(clients must then trust the new ca.pem)", path=path)
+            raise TlsError(
+                f"{path} is missing while {cert_path if path == key_path else key_path} exists; "
+                f"restore it, or delete every file in {cert_path.parent} to create a new CA "
+                "(clients must then trust the new ca.pem)",
+                path=path,
+            )
     cert = _load_cert(cert_path)
     key = _load_ec_key(key_path)
     if cert.public_key() != key.public_key():
         raise TlsError(f"{key_path} is not the key of {cert_path}", path=key_path)
     if cert.not_valid_after_utc <= now:
-        raise TlsError(f"the hub CA {cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d}; delete "
-                       f"every file in {cert_path.parent} to create a new one", path=cert_path)
+        raise TlsError(
+            f"the hub CA {cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d}; delete "
+            f"every file in {cert_path.parent} to create a new one",
+            path=cert_path,
+        )
     if cert.not_valid_after_utc - RENEW_BEFORE <= now:
-        logger.warning("the hub CA %s expires on %s; delete every file in %s and restart to create a new "
-                       "one, then give clients the new ca.pem", cert_path, cert.not_valid_after_utc,
-                       cert_path.parent)
+        logger.warning(
+            "the hub CA %s expires on %s; delete every file in %s and restart to create a new "
+            "one, then give clients the new ca.pem",
+            cert_path,
+            cert.not_valid_after_utc,
+            cert_path.parent,
+        )
     return cert, key
 
 
 def _issue_ca_cert(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certificate:
     # A random serial in the name keeps two hubs' CAs apart in a trust store.
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleethub"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"fleethub CA {x509.random_serial_number() % 10**8:08d}"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleethub"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"fleethub CA {x509.random_serial_number() % 10**8:08d}"),
+        ]
+    )
     public = key.public_key()
     return (
         x509.CertificateBuilder()
@@ -194,9 +213,20 @@ def _issue_ca_cert(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certi
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -223,8 +253,9 @@ def _parse_hostname(hostname: str) -> tuple[_IpAddress | None, str | None]:
     return None, dns
 
 
-def _server_cert_problem(files: TlsFiles, ca_cert: x509.Certificate, host_ip: _IpAddress | None,
-                         host_dns: str | None, now: datetime) -> str | None:
+def _server_cert_problem(
+    files: TlsFiles, ca_cert: x509.Certificate, host_ip: _IpAddress | None, host_dns: str | None, now: datetime
+) -> str | None:
     """Why the server certificate on disk must be issued again, or None when it can stay."""
     if not files.server_cert.exists() or not files.server_key.exists():
         return "none yet"
@@ -254,9 +285,14 @@ def _server_cert_problem(files: TlsFiles, ca_cert: x509.Certificate, host_ip: _I
     return None
 
 
-def _issue_server_cert(key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-                       ca_key: ec.EllipticCurvePrivateKey, host_ip: _IpAddress | None, host_dns: str | None,
-                       now: datetime) -> x509.Certificate:
+def _issue_server_cert(
+    key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    host_ip: _IpAddress | None,
+    host_dns: str | None,
+    now: datetime,
+) -> x509.Certificate:
     dns_names = list(_ALWAYS_DNS)
     if host_dns is not None and host_dns not in dns_names:
         dns_names.insert(0, host_dns)
@@ -271,17 +307,34 @@ def _issue_server_cert(key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificat
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleethub"),
-                                 x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleethub"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                ]
+            )
+        )
         .issuer_name(ca_cert.subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(min(now + SERVER_VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
@@ -311,8 +364,7 @@ def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     _write_atomically(path, pem, 0o600)
 
 

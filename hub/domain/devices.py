@@ -93,8 +93,14 @@ def etag_of(revision: int) -> str:
     return base64.b64encode(revision.to_bytes(8, "big", signed=False)).decode()
 
 
-def new_device(device_id: str, now: datetime, *, keys: SymmetricKeys | None = None,
-               status: DeviceStatus = DeviceStatus.ENABLED, status_reason: str | None = None) -> Device:
+def new_device(
+    device_id: str,
+    now: datetime,
+    *,
+    keys: SymmetricKeys | None = None,
+    status: DeviceStatus = DeviceStatus.ENABLED,
+    status_reason: str | None = None,
+) -> Device:
     validate_device_id(device_id)
     return Device(
         device_id=device_id,

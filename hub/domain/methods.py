@@ -27,7 +27,8 @@ def validate_method_name(name: object) -> str:
     if not isinstance(name, str) or not _METHOD_NAME.fullmatch(name):
         raise BadRequestError(
             f"methodName {name!r} is invalid: use 1-128 printable ASCII characters other than "
-            "$()<>@,;:\\\"/[]?={} and spaces")
+            '$()<>@,;:\\"/[]?={} and spaces'
+        )
     return name
 
 
@@ -47,31 +48,32 @@ class MethodRequest:
     connect_timeout: int = 0
 
     @classmethod
-    def create(cls, method_name: object, payload: JsonValue = None, response_timeout: object = 30,
-               connect_timeout: object = 0) -> MethodRequest:
+    def create(
+        cls, method_name: object, payload: JsonValue = None, response_timeout: object = 30, connect_timeout: object = 0
+    ) -> MethodRequest:
         """Validate every field as the service API does; raise BadRequestError naming the field."""
         name = validate_method_name(method_name)
         if response_timeout is None:
             response_timeout = 30
         if connect_timeout is None:
             connect_timeout = 0
-        if isinstance(response_timeout, bool) or not isinstance(response_timeout, int) \
-                or not 5 <= response_timeout <= 300:
-            raise BadRequestError(f"responseTimeoutInSeconds must be an integer from 5 to 300, "
-                                  f"got {response_timeout!r}")
-        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int) \
-                or not 0 <= connect_timeout <= 300:
-            raise BadRequestError(f"connectTimeoutInSeconds must be an integer from 0 to 300, "
-                                  f"got {connect_timeout!r}")
+        if (
+            isinstance(response_timeout, bool)
+            or not isinstance(response_timeout, int)
+            or not 5 <= response_timeout <= 300
+        ):
+            raise BadRequestError(
+                f"responseTimeoutInSeconds must be an integer from 5 to 300, got {response_timeout!r}"
+            )
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int) or not 0 <= connect_timeout <= 300:
+            raise BadRequestError(f"connectTimeoutInSeconds must be an integer from 0 to 300, got {connect_timeout!r}")
         try:
             # allow_nan=False: NaN/Infinity would go to the device as text that is not JSON.
-            size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False,
-                                  allow_nan=False).encode())
+            size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
         except (TypeError, ValueError) as exc:
             raise BadRequestError(f"method payload is not JSON: {exc}") from exc
         if size > MAX_PAYLOAD_BYTES:
-            raise PayloadTooLargeError(f"method payload is {size} bytes, over the limit of "
-                                       f"{MAX_PAYLOAD_BYTES} bytes")
+            raise PayloadTooLargeError(f"method payload is {size} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes")
         return cls(name, payload, response_timeout, connect_timeout)
 
 

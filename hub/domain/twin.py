@@ -57,8 +57,11 @@ class TwinLimits:
     max_int: int = 4503599627370495
 
     def section_bytes(self, section: Section) -> int:
-        return {Section.TAGS: self.tags_bytes, Section.DESIRED: self.desired_bytes,
-                Section.REPORTED: self.reported_bytes}[section]
+        return {
+            Section.TAGS: self.tags_bytes,
+            Section.DESIRED: self.desired_bytes,
+            Section.REPORTED: self.reported_bytes,
+        }[section]
 
 
 LIMITS = TwinLimits()
@@ -118,8 +121,7 @@ def merge_patch(target: Mapping[str, JsonValue], patch: Mapping[str, JsonValue])
     return result
 
 
-def _merge_metadata(metadata: Mapping[str, JsonValue], patch: Mapping[str, JsonValue], stamp: JsonObject
-                    ) -> JsonObject:
+def _merge_metadata(metadata: Mapping[str, JsonValue], patch: Mapping[str, JsonValue], stamp: JsonObject) -> JsonObject:
     result: JsonObject = dict(metadata)
     result.update(stamp)
     for key, value in patch.items():
@@ -170,14 +172,16 @@ def _check_key(key: object, path: str, section: Section, limits: TwinLimits) -> 
     if not key:
         raise TwinLimitError(f"{section}: empty property name at {path or 'the root'}")
     if len(key.encode()) > limits.key_bytes:
-        raise TwinLimitError(f"{section}: property name at {path or 'the root'} is longer than "
-                             f"{limits.key_bytes} bytes")
+        raise TwinLimitError(
+            f"{section}: property name at {path or 'the root'} is longer than {limits.key_bytes} bytes"
+        )
     for ch in key:
         code = ord(ch)
         if ch in ".$ " or code < 32 or 127 <= code <= 159:
             raise TwinLimitError(
                 f"{section}: property name {key!r} at {path or 'the root'} may not contain "
-                "'.', '$', spaces or control characters")
+                "'.', '$', spaces or control characters"
+            )
 
 
 def _check_value(value: JsonValue, path: str, depth: int, section: Section, limits: TwinLimits) -> None:
@@ -187,8 +191,7 @@ def _check_value(value: JsonValue, path: str, depth: int, section: Section, limi
         return
     if isinstance(value, int):
         if not limits.min_int <= value <= limits.max_int:
-            raise TwinLimitError(f"{section}: integer at {path} is outside "
-                                 f"[{limits.min_int}, {limits.max_int}]")
+            raise TwinLimitError(f"{section}: integer at {path} is outside [{limits.min_int}, {limits.max_int}]")
         return
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -223,8 +226,9 @@ def validate_section(value: object, section: Section, limits: TwinLimits = LIMIT
 def _check_size(properties: JsonObject, section: Section, limits: TwinLimits) -> None:
     size = json_size(properties)
     if size > limits.section_bytes(section):
-        raise TwinLimitError(f"{section} would be {size} bytes, over the limit of "
-                             f"{limits.section_bytes(section)} bytes")
+        raise TwinLimitError(
+            f"{section} would be {size} bytes, over the limit of {limits.section_bytes(section)} bytes"
+        )
 
 
 # -- transitions -------------------------------------------------------------------------
@@ -237,8 +241,9 @@ def apply_tags_patch(twin: Twin, patch: JsonObject, now: datetime, limits: TwinL
     return replace(twin, tags=tags, version=twin.version + 1, revision=twin.revision + 1)
 
 
-def _patch_property_set(current: PropertySet, patch: JsonObject, section: Section, now: datetime,
-                        limits: TwinLimits) -> PropertySet:
+def _patch_property_set(
+    current: PropertySet, patch: JsonObject, section: Section, now: datetime, limits: TwinLimits
+) -> PropertySet:
     patch = validate_section(strip_system_keys(patch), section, limits)
     properties = merge_patch(current.properties, patch)
     _check_size(properties, section, limits)
@@ -260,8 +265,9 @@ def apply_reported_patch(twin: Twin, patch: JsonObject, now: datetime, limits: T
     return replace(twin, reported=reported, revision=twin.revision + 1)
 
 
-def replace_tags_and_desired(twin: Twin, tags: JsonObject | None, desired: JsonObject | None, now: datetime,
-                             limits: TwinLimits = LIMITS) -> Twin:
+def replace_tags_and_desired(
+    twin: Twin, tags: JsonObject | None, desired: JsonObject | None, now: datetime, limits: TwinLimits = LIMITS
+) -> Twin:
     """PUT semantics: whatever is given replaces the section wholesale (``None`` keeps it)."""
     new_tags = twin.tags
     if tags is not None:
@@ -274,8 +280,7 @@ def replace_tags_and_desired(twin: Twin, tags: JsonObject | None, desired: JsonO
         version = twin.desired.version + 1
         stamp: JsonObject = {"$lastUpdated": isoformat(now), "$lastUpdatedVersion": version}
         new_desired = PropertySet(properties, _fresh_metadata(properties, stamp), version)
-    return replace(twin, tags=new_tags, desired=new_desired, version=twin.version + 1,
-                   revision=twin.revision + 1)
+    return replace(twin, tags=new_tags, desired=new_desired, version=twin.version + 1, revision=twin.revision + 1)
 
 
 # -- documents ---------------------------------------------------------------------------
@@ -315,8 +320,7 @@ def twin_document(twin: Twin) -> JsonObject:
 
 def device_twin_document(twin: Twin) -> JsonObject:
     """The body of the device's twin GET reply: desired and reported, no tags, no metadata."""
-    return {"desired": _section_document(twin.desired, False),
-            "reported": _section_document(twin.reported, False)}
+    return {"desired": _section_document(twin.desired, False), "reported": _section_document(twin.reported, False)}
 
 
 def desired_notification(patch: JsonObject, version: int) -> JsonObject:

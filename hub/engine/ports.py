@@ -46,15 +46,13 @@ class DeviceStore(Protocol):
         (those are not written)."""
         ...
 
-    async def get_device(self, device_id: str) -> Device:
-        ...
+    async def get_device(self, device_id: str) -> Device: ...
 
     async def list_devices(self, *, limit: int = 1000, after: str | None = None) -> list[Device]:
         """Devices in device_id order, starting after ``after``."""
         ...
 
-    async def count_devices(self) -> int:
-        ...
+    async def count_devices(self) -> int: ...
 
     async def update_device(self, device: Device, *, expected_revision: int) -> Device:
         """Write identity fields (keys, status, status_reason, status_updated_time); the stored
@@ -100,8 +98,7 @@ class PresenceStore(Protocol):
 
 
 class PolicyStore(Protocol):
-    async def list_policies(self) -> list[AccessPolicy]:
-        ...
+    async def list_policies(self) -> list[AccessPolicy]: ...
 
     async def add_policies(self, policies: Sequence[AccessPolicy]) -> None:
         """Insert policies whose names are not present yet; existing ones are kept as they are."""
@@ -117,8 +114,7 @@ class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, Protocol):
 class DeviceLink(Protocol):
     """The gateway's side: reach one connected device, never a broadcast."""
 
-    def is_connected(self, device_id: str) -> bool:
-        ...
+    def is_connected(self, device_id: str) -> bool: ...
 
     async def wait_connected(self, device_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the device to be connected; True if it is."""
@@ -140,11 +136,9 @@ class DeviceEvents(Protocol):
         """True when the CONNECT credentials are a valid SAS token for this device id."""
         ...
 
-    async def on_connected(self, device_id: str) -> None:
-        ...
+    async def on_connected(self, device_id: str) -> None: ...
 
-    async def on_disconnected(self, device_id: str) -> None:
-        ...
+    async def on_disconnected(self, device_id: str) -> None: ...
 
     async def on_message(self, device_id: str, topic: str, payload: bytes) -> tuple[str, bytes] | None:
         """Handle a device publish on ``$iothub/...`` or ``devices/{id}/...``; return the reply

@@ -74,8 +74,9 @@ def signature_matches(token: SasToken, key_b64: str) -> bool:
     return ok
 
 
-def generate_sas_token(resource: str, key_b64: str, *, ttl: int = 3600, key_name: str | None = None,
-                       now: float | None = None) -> str:
+def generate_sas_token(
+    resource: str, key_b64: str, *, ttl: int = 3600, key_name: str | None = None, now: float | None = None
+) -> str:
     expiry = int((time.time() if now is None else now) + ttl)
     raw = quote(resource, safe="")
     sig = quote(sign(key_b64, raw, expiry), safe="")

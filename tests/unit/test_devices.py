@@ -48,11 +48,39 @@ def test_lengths_one_to_128_are_accepted(length: int) -> None:
     assert validate_device_id("d" * length) == "d" * length
 
 
-@pytest.mark.parametrize("device_id", [
-    "", "d" * 129, "d" * 1000, "a/b", "/", "a b", " ", "a\tb", "a\nb", "trailing\n", "a\x00b", "ü", "d\u00e9v",
-    "dev😀", "a;b", "a&b", "a\\b", "a\"b", "a<b", "a>b", "a[b]", "a{b}", "a|b", "a^b", "a`b", "a~b",
-    "\u0661", "\uff41",  # an Arabic-Indic digit and a fullwidth letter: not ASCII
-])
+@pytest.mark.parametrize(
+    "device_id",
+    [
+        "",
+        "d" * 129,
+        "d" * 1000,
+        "a/b",
+        "/",
+        "a b",
+        " ",
+        "a\tb",
+        "a\nb",
+        "trailing\n",
+        "a\x00b",
+        "ü",
+        "d\u00e9v",
+        "dev😀",
+        "a;b",
+        "a&b",
+        "a\\b",
+        'a"b',
+        "a<b",
+        "a>b",
+        "a[b]",
+        "a{b}",
+        "a|b",
+        "a^b",
+        "a`b",
+        "a~b",
+        "\u0661",
+        "\uff41",  # an Arabic-Indic digit and a fullwidth letter: not ASCII
+    ],
+)
 def test_bad_device_ids_are_rejected(device_id: str) -> None:
     with pytest.raises(InvalidDeviceIdError) as info:
         validate_device_id(device_id)
@@ -103,10 +131,16 @@ def test_one_foreign_character_anywhere_is_rejected(device_id: str, bad: str, po
 # -- etags -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("revision", "etag"), [
-    (0, "AAAAAAAAAAA="), (1, "AAAAAAAAAAE="), (7, "AAAAAAAAAAc="), (256, "AAAAAAAAAQA="),
-    (2**64 - 1, "//////////8="),
-])
+@pytest.mark.parametrize(
+    ("revision", "etag"),
+    [
+        (0, "AAAAAAAAAAA="),
+        (1, "AAAAAAAAAAE="),
+        (7, "AAAAAAAAAAc="),
+        (256, "AAAAAAAAAQA="),
+        (2**64 - 1, "//////////8="),
+    ],
+)
 def test_etag_of_is_base64_of_eight_big_endian_bytes(revision: int, etag: str) -> None:
     assert etag_of(revision) == etag
 

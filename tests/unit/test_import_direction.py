@@ -18,8 +18,19 @@ ROOT = Path(__file__).resolve().parents[2]
 HUB = ROOT / "hub"
 
 PURE_FORBIDDEN = (
-    "fastapi", "starlette", "sqlalchemy", "sqlmodel", "amqtt", "paho", "aiomqtt", "httpx", "uvicorn",
-    "hub.api", "hub.gateway", "hub.storage", "hub.engine",
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "sqlmodel",
+    "amqtt",
+    "paho",
+    "aiomqtt",
+    "httpx",
+    "uvicorn",
+    "hub.api",
+    "hub.gateway",
+    "hub.storage",
+    "hub.engine",
 )
 ENGINE_FORBIDDEN = ("hub.api", "hub.gateway", "hub.storage", "fastapi", "sqlalchemy", "sqlmodel", "amqtt")
 
@@ -100,20 +111,23 @@ def test_engine_imports_no_adapter_and_no_framework() -> None:
 # -- the checker itself ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("source", "name"), [
-    ("import fastapi", "fastapi"),
-    ("import sqlalchemy.orm as orm", "sqlalchemy.orm"),
-    ("from starlette.requests import Request", "starlette.requests"),
-    ("from hub import storage", "hub.storage"),
-    ("from hub.engine.ports import Store", "hub.engine.ports"),
-    ("from ..storage import sql", "hub.storage"),
-    ("from ..gateway.broker import Broker", "hub.gateway.broker"),
-    ("from .. import api", "hub.api"),
-    ("def f():\n    import amqtt.broker", "amqtt.broker"),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import paho.mqtt.client", "paho.mqtt.client"),
-    ("import importlib\nimportlib.import_module('uvicorn')", "uvicorn"),
-    ("__import__('httpx')", "httpx"),
-])
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("import fastapi", "fastapi"),
+        ("import sqlalchemy.orm as orm", "sqlalchemy.orm"),
+        ("from starlette.requests import Request", "starlette.requests"),
+        ("from hub import storage", "hub.storage"),
+        ("from hub.engine.ports import Store", "hub.engine.ports"),
+        ("from ..storage import sql", "hub.storage"),
+        ("from ..gateway.broker import Broker", "hub.gateway.broker"),
+        ("from .. import api", "hub.api"),
+        ("def f():\n    import amqtt.broker", "amqtt.broker"),
+        ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import paho.mqtt.client", "paho.mqtt.client"),
+        ("import importlib\nimportlib.import_module('uvicorn')", "uvicorn"),
+        ("__import__('httpx')", "httpx"),
+    ],
+)
 def test_the_checker_catches_every_import_form(tmp_path: Path, source: str, name: str) -> None:
     # Lay the file out as hub/domain/probe.py under a fake root so relative imports resolve.
     fake_domain = tmp_path / "hub" / "domain"
@@ -129,6 +143,9 @@ def test_the_checker_allows_inward_imports(tmp_path: Path) -> None:
     fake_wire = tmp_path / "hub" / "wire"
     fake_wire.mkdir(parents=True)
     probe = fake_wire / "probe.py"
-    probe.write_text("import json\nfrom hub.errors import HubError\nfrom ..domain import twin\n"
-                     "from .topics import TopicError\nfrom fastapi_like import x\n", encoding="utf-8")
+    probe.write_text(
+        "import json\nfrom hub.errors import HubError\nfrom ..domain import twin\n"
+        "from .topics import TopicError\nfrom fastapi_like import x\n",
+        encoding="utf-8",
+    )
     assert violations([probe], PURE_FORBIDDEN, tmp_path) == []

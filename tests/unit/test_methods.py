@@ -21,7 +21,7 @@ from hub.errors import BadRequestError, PayloadTooLargeError
 
 RELAXED = settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 NAME_CHARS = "!#%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-SEPARATORS = "$()<>@,;:\\\"/[]?={} \t"
+SEPARATORS = '$()<>@,;:\\"/[]?={} \t'
 
 
 # -- names -------------------------------------------------------------------------------

@@ -57,17 +57,27 @@ def test_port_in_use_names_the_flag_and_variable(listener: socket.socket) -> Non
         bind_listener("127.0.0.1", port, **MQTT)
     error = info.value
     assert (error.port, error.flag, error.env, error.what, error.host) == (
-        port, "--mqtt-port", "FLEETHUB_MQTT_PORT", "MQTT", "127.0.0.1")
-    assert str(error) == (f"port {port} for MQTT is already in use on 127.0.0.1; choose another with "
-                          "--mqtt-port (or FLEETHUB_MQTT_PORT), or 0 for any free port")
+        port,
+        "--mqtt-port",
+        "FLEETHUB_MQTT_PORT",
+        "MQTT",
+        "127.0.0.1",
+    )
+    assert str(error) == (
+        f"port {port} for MQTT is already in use on 127.0.0.1; choose another with "
+        "--mqtt-port (or FLEETHUB_MQTT_PORT), or 0 for any free port"
+    )
     assert isinstance(error.__cause__, OSError)
     assert isinstance(error, BindError)
 
 
 def test_port_in_use_on_all_interfaces(listener: socket.socket) -> None:
     port = listener.getsockname()[1]
-    with pytest.raises(PortInUseError, match=f"port {port} for HTTP is already in use on 0.0.0.0; "
-                                             r"choose another with --http-port \(or FLEETHUB_HTTP_PORT\)"):
+    with pytest.raises(
+        PortInUseError,
+        match=f"port {port} for HTTP is already in use on 0.0.0.0; "
+        r"choose another with --http-port \(or FLEETHUB_HTTP_PORT\)",
+    ):
         bind_listener("0.0.0.0", port, flag="--http-port", env="FLEETHUB_HTTP_PORT", what="HTTP")
 
 

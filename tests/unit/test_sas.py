@@ -93,8 +93,11 @@ def test_wrong_key_fails() -> None:
 def test_tampering_with_any_field_fails() -> None:
     text = generate_sas_token(device_resource_uri(HOST, "dev-1"), PRIMARY, now=NOW)
     assert signature_matches(parse_sas_token(text), PRIMARY)
-    for tampered in (text.replace("dev-1", "dev-2"), text.replace(f"se={NOW + 3600}", f"se={NOW + 7200}"),
-                     text.replace("sig=", "sig=A")):
+    for tampered in (
+        text.replace("dev-1", "dev-2"),
+        text.replace(f"se={NOW + 3600}", f"se={NOW + 7200}"),
+        text.replace("sig=", "sig=A"),
+    ):
         assert not signature_matches(parse_sas_token(tampered), PRIMARY)
 
 
@@ -111,8 +114,12 @@ def test_expiry() -> None:
 
 
 @RELAXED
-@given(st.sampled_from([HOST, "localhost", "10.0.0.1:8883", "hub.example"]), device_ids, keys,
-       st.integers(min_value=1, max_value=10**9))
+@given(
+    st.sampled_from([HOST, "localhost", "10.0.0.1:8883", "hub.example"]),
+    device_ids,
+    keys,
+    st.integers(min_value=1, max_value=10**9),
+)
 def test_round_trip_for_any_device_and_key(host: str, device_id: str, key: str, ttl: int) -> None:
     uri = device_resource_uri(host, device_id)
     token = parse_sas_token(generate_sas_token(uri, key, ttl=ttl, now=NOW))
@@ -214,17 +221,31 @@ def test_token_repr_hides_the_signature() -> None:
 # -- malformed tokens --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    "", "SharedAccessSignature", "SharedAccessSignature ", "sharedaccesssignature sr=a&sig=b&se=1",
-    "Bearer abc", "sr=a&sig=b&se=1",
-    "SharedAccessSignature sig=b&se=1", "SharedAccessSignature sr=a&se=1", "SharedAccessSignature sr=a&sig=b",
-    "SharedAccessSignature sr=a&sig=b&se=1&junk", "SharedAccessSignature sr=a&&sig=b&se=1",
-    "SharedAccessSignature sr=a&sig=b&se=", "SharedAccessSignature sr=a&sig=b&se=abc",
-    "SharedAccessSignature sr=a&sig=b&se=1.5", "SharedAccessSignature sr=a&sig=b&se=1_000",
-    "SharedAccessSignature sr=a&sig=b&se=+1", "SharedAccessSignature sr=a&sig=b&se=-1",
-    "SharedAccessSignature sr=a&sig=b&se=\u0661\u0662", "SharedAccessSignature sr=a&sig=b&se=1e9",
-    "SharedAccessSignature sr=a&sig=b&se=" + "9" * 5000,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "SharedAccessSignature",
+        "SharedAccessSignature ",
+        "sharedaccesssignature sr=a&sig=b&se=1",
+        "Bearer abc",
+        "sr=a&sig=b&se=1",
+        "SharedAccessSignature sig=b&se=1",
+        "SharedAccessSignature sr=a&se=1",
+        "SharedAccessSignature sr=a&sig=b",
+        "SharedAccessSignature sr=a&sig=b&se=1&junk",
+        "SharedAccessSignature sr=a&&sig=b&se=1",
+        "SharedAccessSignature sr=a&sig=b&se=",
+        "SharedAccessSignature sr=a&sig=b&se=abc",
+        "SharedAccessSignature sr=a&sig=b&se=1.5",
+        "SharedAccessSignature sr=a&sig=b&se=1_000",
+        "SharedAccessSignature sr=a&sig=b&se=+1",
+        "SharedAccessSignature sr=a&sig=b&se=-1",
+        "SharedAccessSignature sr=a&sig=b&se=\u0661\u0662",
+        "SharedAccessSignature sr=a&sig=b&se=1e9",
+        "SharedAccessSignature sr=a&sig=b&se=" + "9" * 5000,
+    ],
+)
 def test_malformed_tokens_raise_sas_token_error(text: str) -> None:
     with pytest.raises(SasTokenError):
         parse_sas_token(text)
@@ -275,25 +296,34 @@ def test_key_padding_survives() -> None:
 
 
 @RELAXED
-@given(st.sampled_from([HOST, "localhost", "127.0.0.1:8883"]), device_ids.filter(lambda d: ";" not in d), keys,
-       st.booleans(), st.none() | st.just("gw.local"))
+@given(
+    st.sampled_from([HOST, "localhost", "127.0.0.1:8883"]),
+    device_ids.filter(lambda d: ";" not in d),
+    keys,
+    st.booleans(),
+    st.none() | st.just("gw.local"),
+)
 def test_connection_string_round_trip(host: str, name: str, key: str, is_device: bool, gateway: str | None) -> None:
-    original = ConnectionString(host, key, key_name=None if is_device else name,
-                                device_id=name if is_device else None, gateway_hostname=gateway)
+    original = ConnectionString(
+        host, key, key_name=None if is_device else name, device_id=name if is_device else None, gateway_hostname=gateway
+    )
     assert parse_connection_string(str(original)) == original
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("DeviceId=d;SharedAccessKey=k", "HostName"),
-    ("HostName=h;DeviceId=d", "SharedAccessKey"),
-    ("HostName=;DeviceId=d;SharedAccessKey=k", "HostName"),
-    ("HostName=h;DeviceId=d;SharedAccessKey=", "SharedAccessKey"),
-    ("HostName=h;DeviceId=d;SharedAccessKeyName=p;SharedAccessKey=k", "exactly one"),
-    ("HostName=h;SharedAccessKey=k", "exactly one"),
-    ("HostName=h;DeviceId;SharedAccessKey=k", "malformed"),
-    ("", "HostName"),
-    ("garbage", "malformed"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("DeviceId=d;SharedAccessKey=k", "HostName"),
+        ("HostName=h;DeviceId=d", "SharedAccessKey"),
+        ("HostName=;DeviceId=d;SharedAccessKey=k", "HostName"),
+        ("HostName=h;DeviceId=d;SharedAccessKey=", "SharedAccessKey"),
+        ("HostName=h;DeviceId=d;SharedAccessKeyName=p;SharedAccessKey=k", "exactly one"),
+        ("HostName=h;SharedAccessKey=k", "exactly one"),
+        ("HostName=h;DeviceId;SharedAccessKey=k", "malformed"),
+        ("", "HostName"),
+        ("garbage", "malformed"),
+    ],
+)
 def test_bad_connection_strings(text: str, message: str) -> None:
     with pytest.raises(SasTokenError, match=message):
         parse_connection_string(text)

@@ -53,8 +53,7 @@ def ipv6_loopback_available() -> bool:
     return True
 
 
-async def handshake(files: TlsFiles, host: str, server_hostname: str, client: ssl.SSLContext | None = None
-                    ) -> bytes:
+async def handshake(files: TlsFiles, host: str, server_hostname: str, client: ssl.SSLContext | None = None) -> bytes:
     """Serve one echo over TLS on ``host`` and talk to it; return what came back."""
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -71,7 +70,8 @@ async def handshake(files: TlsFiles, host: str, server_hostname: str, client: ss
     try:
         async with asyncio.timeout(10):
             reader, writer = await asyncio.open_connection(
-                host, port, ssl=client or client_ssl_context(files.ca_cert), server_hostname=server_hostname)
+                host, port, ssl=client or client_ssl_context(files.ca_cert), server_hostname=server_hostname
+            )
             try:
                 writer.write(b"hello")
                 await writer.drain()
@@ -128,15 +128,18 @@ def test_server_certificate(tmp_path: Path) -> None:
     assert key.public_key() == cert.public_key()
 
 
-@pytest.mark.parametrize(("hostname", "dns", "ips"), [
-    ("10.1.2.3", {"localhost"}, {"10.1.2.3", "127.0.0.1", "::1"}),
-    ("fd00::5", {"localhost"}, {"fd00::5", "127.0.0.1", "::1"}),
-    ("[fd00::6]", {"localhost"}, {"fd00::6", "127.0.0.1", "::1"}),
-    ("127.0.0.1", {"localhost"}, {"127.0.0.1", "::1"}),
-    ("localhost", {"localhost"}, {"127.0.0.1", "::1"}),
-    ("Hub.Example.COM.", {"hub.example.com", "localhost"}, {"127.0.0.1", "::1"}),
-    ("bücher.example", {"xn--bcher-kva.example", "localhost"}, {"127.0.0.1", "::1"}),
-])
+@pytest.mark.parametrize(
+    ("hostname", "dns", "ips"),
+    [
+        ("10.1.2.3", {"localhost"}, {"10.1.2.3", "127.0.0.1", "::1"}),
+        ("fd00::5", {"localhost"}, {"fd00::5", "127.0.0.1", "::1"}),
+        ("[fd00::6]", {"localhost"}, {"fd00::6", "127.0.0.1", "::1"}),
+        ("127.0.0.1", {"localhost"}, {"127.0.0.1", "::1"}),
+        ("localhost", {"localhost"}, {"127.0.0.1", "::1"}),
+        ("Hub.Example.COM.", {"hub.example.com", "localhost"}, {"127.0.0.1", "::1"}),
+        ("bücher.example", {"xn--bcher-kva.example", "localhost"}, {"127.0.0.1", "::1"}),
+    ],
+)
 def test_hostname_goes_into_the_right_san(tmp_path: Path, hostname: str, dns: set[str], ips: set[str]) -> None:
     files = ensure_tls(tmp_path, hostname)
     assert sans(load(files.server_cert)) == (dns, ips)
@@ -241,9 +244,11 @@ def test_damaged_server_files_are_reissued(tmp_path: Path, damage: str) -> None:
         files.server_cert.write_bytes(b"not a cert")
     elif damage == "other key":
         other = ec.generate_private_key(ec.SECP256R1())
-        files.server_key.write_bytes(other.private_bytes(serialization.Encoding.PEM,
-                                                         serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
+        files.server_key.write_bytes(
+            other.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     elif damage == "missing key":
         files.server_key.unlink()
     else:
@@ -395,8 +400,13 @@ def test_operator_encrypted_key_is_refused_without_prompting(tmp_path: Path) -> 
     made = ensure_tls(tmp_path, "localhost")
     key = serialization.load_pem_private_key(made.server_key.read_bytes(), password=None)
     encrypted = tmp_path / "encrypted-key.pem"
-    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.BestAvailableEncryption(b"secret")))
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     with pytest.raises(TlsError, match="encrypted"):
         TlsFiles.from_operator(made.server_cert, encrypted)
 

@@ -36,10 +36,31 @@ RELAXED = settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 rids = st.text(min_size=1, max_size=40)
 statuses = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 versions = st.integers(min_value=0, max_value=2**53)
-method_names = st.text(alphabet="!#%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-                       min_size=1, max_size=128)
-ODD_RIDS = ["1", "42", str(uuid.uuid4()), "a b", "a+b", "a&b", "a=b", "a/b", "a?b", "a#b", "%", "%25", "$rid=x",
-            "é", "😀", "&$version=9", "\x00", "  ", "a;b", "+"]
+method_names = st.text(
+    alphabet="!#%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", min_size=1, max_size=128
+)
+ODD_RIDS = [
+    "1",
+    "42",
+    str(uuid.uuid4()),
+    "a b",
+    "a+b",
+    "a&b",
+    "a=b",
+    "a/b",
+    "a?b",
+    "a#b",
+    "%",
+    "%25",
+    "$rid=x",
+    "é",
+    "😀",
+    "&$version=9",
+    "\x00",
+    "  ",
+    "a;b",
+    "+",
+]
 
 
 def test_subscription_filters() -> None:
@@ -165,21 +186,28 @@ def telemetry_topic(device_id: str, properties: dict[str, str]) -> str:
     return f"devices/{device_id}/messages/events/" + urlencode(properties, quote_via=quote)
 
 
-@pytest.mark.parametrize(("topic", "expected"), [
-    ("devices/dev-1/messages/events/", Telemetry("dev-1", {})),
-    ("devices/dev-1/messages/events", Telemetry("dev-1", {})),
-    ("devices/dev-1/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8&temp=hot",
-     Telemetry("dev-1", {"$.ct": "application/json", "$.ce": "utf-8", "temp": "hot"})),
-    ("devices/dev-1/messages/events/a=&b=1", Telemetry("dev-1", {"a": "", "b": "1"})),
-    ("devices/a(b)$c/messages/events/x=1", Telemetry("a(b)$c", {"x": "1"})),
-])
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("devices/dev-1/messages/events/", Telemetry("dev-1", {})),
+        ("devices/dev-1/messages/events", Telemetry("dev-1", {})),
+        (
+            "devices/dev-1/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8&temp=hot",
+            Telemetry("dev-1", {"$.ct": "application/json", "$.ce": "utf-8", "temp": "hot"}),
+        ),
+        ("devices/dev-1/messages/events/a=&b=1", Telemetry("dev-1", {"a": "", "b": "1"})),
+        ("devices/a(b)$c/messages/events/x=1", Telemetry("a(b)$c", {"x": "1"})),
+    ],
+)
 def test_telemetry_topics(topic: str, expected: Telemetry) -> None:
     assert parse_device_topic(topic) == expected
 
 
 @RELAXED
-@given(st.text(alphabet="abcXYZ019-.+%_#*?!(),:=@$'", min_size=1, max_size=20),
-       st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=10), max_size=4))
+@given(
+    st.text(alphabet="abcXYZ019-.+%_#*?!(),:=@$'", min_size=1, max_size=20),
+    st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=10), max_size=4),
+)
 def test_telemetry_round_trip(device_id: str, properties: dict[str, str]) -> None:
     parsed = parse_device_topic(telemetry_topic(device_id, properties))
     assert parsed == Telemetry(device_id, properties)
@@ -188,36 +216,69 @@ def test_telemetry_round_trip(device_id: str, properties: dict[str, str]) -> Non
 # -- errors ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("topic", [
-    "", "x", "$iothub", "$iothub/", "$iothub/unknown/?$rid=1", "devices", "devices/",
-    "devices//messages/events/", "devices/d/messages/devicebound/", "devices/d/messages",
-    "devices/d/events/messages/", "$iothub/twin/GET", "$iothub/twin/GET/", "$iothub/twin/GET/?rid=1",
-    "$iothub/twin/GET/?$rid=", "$iothub/twin/GET/?$RID=1", "$iothub/twin/PATCH/properties/reported/",
-    "$iothub/twin/PATCH/properties/reported/?$version=1",
-    "$iothub/twin/PATCH/properties/desired/?$version=1",  # hub -> device only
-    "$iothub/twin/res/200/?$rid=1",  # hub -> device only
-    "$iothub/methods/POST/m/?$rid=1",  # hub -> device only
-    "$iothub/methods/res/200/", "$iothub/methods/res/200", "$iothub/methods/res/abc/?$rid=1",
-    "$iothub/methods/res//?$rid=1", "$iothub/methods/res/ 200/?$rid=1", "$iothub/methods/res/2_00/?$rid=1",
-    "$iothub/methods/res/+200/?$rid=1", "$iothub/methods/res/\u0662\u0660\u0660/?$rid=1",
-    "$iothub/methods/res/1e3/?$rid=1", "$iothub/methods/res/200.0/?$rid=1",
-    "$iothub/methods/res/" + "9" * 5000 + "/?$rid=1",
-    "$IOTHUB/twin/GET/?$rid=1",
-])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "",
+        "x",
+        "$iothub",
+        "$iothub/",
+        "$iothub/unknown/?$rid=1",
+        "devices",
+        "devices/",
+        "devices//messages/events/",
+        "devices/d/messages/devicebound/",
+        "devices/d/messages",
+        "devices/d/events/messages/",
+        "$iothub/twin/GET",
+        "$iothub/twin/GET/",
+        "$iothub/twin/GET/?rid=1",
+        "$iothub/twin/GET/?$rid=",
+        "$iothub/twin/GET/?$RID=1",
+        "$iothub/twin/PATCH/properties/reported/",
+        "$iothub/twin/PATCH/properties/reported/?$version=1",
+        "$iothub/twin/PATCH/properties/desired/?$version=1",  # hub -> device only
+        "$iothub/twin/res/200/?$rid=1",  # hub -> device only
+        "$iothub/methods/POST/m/?$rid=1",  # hub -> device only
+        "$iothub/methods/res/200/",
+        "$iothub/methods/res/200",
+        "$iothub/methods/res/abc/?$rid=1",
+        "$iothub/methods/res//?$rid=1",
+        "$iothub/methods/res/ 200/?$rid=1",
+        "$iothub/methods/res/2_00/?$rid=1",
+        "$iothub/methods/res/+200/?$rid=1",
+        "$iothub/methods/res/\u0662\u0660\u0660/?$rid=1",
+        "$iothub/methods/res/1e3/?$rid=1",
+        "$iothub/methods/res/200.0/?$rid=1",
+        "$iothub/methods/res/" + "9" * 5000 + "/?$rid=1",
+        "$IOTHUB/twin/GET/?$rid=1",
+    ],
+)
 def test_malformed_device_topics_raise_topic_error(topic: str) -> None:
     with pytest.raises(TopicError):
         parse_device_topic(topic)
 
 
-@pytest.mark.parametrize("topic", [
-    "", "$iothub/methods/POST/", "$iothub/methods/POST//?$rid=1", "$iothub/methods/POST/m/",
-    "$iothub/methods/POST/m/?$rid=", "$iothub/twin/res/abc/?$rid=1", "$iothub/twin/res//?$rid=1",
-    "$iothub/twin/res/200/", "$iothub/twin/res/200/?$version=3", "$iothub/twin/res/200/?$rid=1&$version=x",
-    "$iothub/twin/res/200/?$rid=1&$version=1.5", "$iothub/twin/PATCH/properties/desired/?$version=abc",
-    "$iothub/twin/PATCH/properties/desired/?$version=%C2%B2",
-    "$iothub/twin/GET/?$rid=1",  # device -> hub only
-    "devices/d/messages/events/",
-])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "",
+        "$iothub/methods/POST/",
+        "$iothub/methods/POST//?$rid=1",
+        "$iothub/methods/POST/m/",
+        "$iothub/methods/POST/m/?$rid=",
+        "$iothub/twin/res/abc/?$rid=1",
+        "$iothub/twin/res//?$rid=1",
+        "$iothub/twin/res/200/",
+        "$iothub/twin/res/200/?$version=3",
+        "$iothub/twin/res/200/?$rid=1&$version=x",
+        "$iothub/twin/res/200/?$rid=1&$version=1.5",
+        "$iothub/twin/PATCH/properties/desired/?$version=abc",
+        "$iothub/twin/PATCH/properties/desired/?$version=%C2%B2",
+        "$iothub/twin/GET/?$rid=1",  # device -> hub only
+        "devices/d/messages/events/",
+    ],
+)
 def test_malformed_hub_topics_raise_topic_error(topic: str) -> None:
     with pytest.raises(TopicError):
         parse_hub_topic(topic)
@@ -227,9 +288,20 @@ def test_topic_error_is_a_value_error() -> None:
     assert issubclass(TopicError, ValueError)
 
 
-_PREFIXES = st.sampled_from(["", "$iothub/", "$iothub/twin/GET/", "$iothub/twin/PATCH/properties/reported/",
-                             "$iothub/methods/res/", "$iothub/methods/POST/", "$iothub/twin/res/",
-                             "$iothub/twin/PATCH/properties/desired/", "devices/", "devices/d/messages/events/"])
+_PREFIXES = st.sampled_from(
+    [
+        "",
+        "$iothub/",
+        "$iothub/twin/GET/",
+        "$iothub/twin/PATCH/properties/reported/",
+        "$iothub/methods/res/",
+        "$iothub/methods/POST/",
+        "$iothub/twin/res/",
+        "$iothub/twin/PATCH/properties/desired/",
+        "devices/",
+        "devices/d/messages/events/",
+    ]
+)
 _TAILS = st.text(max_size=40) | st.text(alphabet="0123456789/?&=$ridversion%+-_ ", max_size=30)
 
 

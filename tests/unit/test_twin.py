@@ -48,22 +48,38 @@ RELAXED = settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 # -- strategies --------------------------------------------------------------------------
 
 # Keys that pass IoT Hub's rules (no '.', '$', space, control characters).
-valid_keys = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs"),
-                                            exclude_characters=".$"), min_size=1, max_size=8)
-scalars = (st.none() | st.booleans() | st.integers(min_value=LIMITS.min_int, max_value=LIMITS.max_int)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
-json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=3)
-                           | st.dictionaries(valid_keys, children, max_size=3), max_leaves=12)
+valid_keys = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs"), exclude_characters=".$"),
+    min_size=1,
+    max_size=8,
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=LIMITS.min_int, max_value=LIMITS.max_int)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(valid_keys, children, max_size=3),
+    max_leaves=12,
+)
 json_objects = st.dictionaries(valid_keys, json_values, max_size=5)
 # Stored documents never hold null at object level (merge patch deletes instead).
-stored_values = st.recursive(scalars.filter(lambda v: v is not None),
-                             lambda children: st.lists(children, max_size=3)
-                             | st.dictionaries(valid_keys, children, max_size=3), max_leaves=12)
+stored_values = st.recursive(
+    scalars.filter(lambda v: v is not None),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(valid_keys, children, max_size=3),
+    max_leaves=12,
+)
 stored_objects = st.dictionaries(valid_keys, stored_values, max_size=5)
 # Keys from a small alphabet so that patches and targets overlap often.
 small_keys = st.sampled_from(["a", "b", "c", "d"])
-overlapping_values = st.recursive(scalars, lambda children: st.lists(children, max_size=2)
-                                  | st.dictionaries(small_keys, children, max_size=3), max_leaves=10)
+overlapping_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=2) | st.dictionaries(small_keys, children, max_size=3),
+    max_leaves=10,
+)
 overlapping_objects = st.dictionaries(small_keys, overlapping_values, max_size=4)
 
 
@@ -113,28 +129,31 @@ def sized(total: int) -> JsonObject:
 # -- merge patch -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("target", "patch", "expected"), [
-    # RFC 7396 appendix A, the cases whose target and patch are objects.
-    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
-    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
-    ({"a": "b"}, {"a": None}, {}),
-    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
-    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
-    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
-    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
-    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
-    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
-    ({}, {"a": "b", "c": None}, {"a": "b"}),
-    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
-    # More: nested merge keeps siblings, a non-object replaces an object and back.
-    ({"a": {"x": 1, "y": 2}}, {"a": {"y": 3}}, {"a": {"x": 1, "y": 3}}),
-    ({"a": {"x": 1}}, {"a": 5}, {"a": 5}),
-    ({"a": 5}, {"a": {"x": None, "y": 1}}, {"a": {"y": 1}}),
-    ({"a": {"x": 1}}, {"a": {}}, {"a": {"x": 1}}),
-    ({"a": 1}, {"b": None}, {"a": 1}),
-    ({"a": [1, 2]}, {"a": [None]}, {"a": [None]}),  # nulls inside arrays are values
-    ({"a": {"b": {"c": {"d": 1}}}}, {"a": {"b": {"c": {"d": None, "e": 2}}}}, {"a": {"b": {"c": {"e": 2}}}}),
-])
+@pytest.mark.parametrize(
+    ("target", "patch", "expected"),
+    [
+        # RFC 7396 appendix A, the cases whose target and patch are objects.
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ({}, {"a": "b", "c": None}, {"a": "b"}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+        # More: nested merge keeps siblings, a non-object replaces an object and back.
+        ({"a": {"x": 1, "y": 2}}, {"a": {"y": 3}}, {"a": {"x": 1, "y": 3}}),
+        ({"a": {"x": 1}}, {"a": 5}, {"a": 5}),
+        ({"a": 5}, {"a": {"x": None, "y": 1}}, {"a": {"y": 1}}),
+        ({"a": {"x": 1}}, {"a": {}}, {"a": {"x": 1}}),
+        ({"a": 1}, {"b": None}, {"a": 1}),
+        ({"a": [1, 2]}, {"a": [None]}, {"a": [None]}),  # nulls inside arrays are values
+        ({"a": {"b": {"c": {"d": 1}}}}, {"a": {"b": {"c": {"d": None, "e": 2}}}}, {"a": {"b": {"c": {"e": 2}}}}),
+    ],
+)
 def test_merge_patch_rfc7396_examples(target: JsonObject, patch: JsonObject, expected: JsonObject) -> None:
     assert merge_patch(target, patch) == expected
 
@@ -201,7 +220,8 @@ def test_null_for_every_key_empties_the_document(doc: JsonObject) -> None:
 @RELAXED
 @given(overlapping_objects, overlapping_objects)
 def test_merge_patch_result_of_a_null_free_target_has_no_nulls_at_object_level(
-        target: JsonObject, patch: JsonObject) -> None:
+    target: JsonObject, patch: JsonObject
+) -> None:
     def nulls_at_object_level(value: JsonValue) -> bool:
         if isinstance(value, dict):
             return any(v is None or nulls_at_object_level(v) for v in value.values())
@@ -214,34 +234,47 @@ def test_merge_patch_result_of_a_null_free_target_has_no_nulls_at_object_level(
 # -- limits: size ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "size"), [
-    ({}, 0),
-    ({"a": 1}, 1 + 8),
-    ({"a": 1.5}, 1 + 8),
-    ({"a": -(2**40)}, 1 + 8),
-    ({"a": True}, 1 + 4),
-    ({"a": False}, 1 + 4),
-    ({"a": "xyz"}, 1 + 3),
-    ({"a": "é"}, 1 + 2),  # UTF-8 bytes, not characters
-    ({"é": "€"}, 2 + 3),
-    ({"ab": {"c": 1}}, 2 + 1 + 8),
-    ({"a": [1, "xy", True]}, 1 + 8 + 2 + 4),
-    ({"a": {}}, 1),
-    ({"a": "", "b": ""}, 2),
-])
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ({}, 0),
+        ({"a": 1}, 1 + 8),
+        ({"a": 1.5}, 1 + 8),
+        ({"a": -(2**40)}, 1 + 8),
+        ({"a": True}, 1 + 4),
+        ({"a": False}, 1 + 4),
+        ({"a": "xyz"}, 1 + 3),
+        ({"a": "é"}, 1 + 2),  # UTF-8 bytes, not characters
+        ({"é": "€"}, 2 + 3),
+        ({"ab": {"c": 1}}, 2 + 1 + 8),
+        ({"a": [1, "xy", True]}, 1 + 8 + 2 + 4),
+        ({"a": {}}, 1),
+        ({"a": "", "b": ""}, 2),
+    ],
+)
 def test_json_size_counts_keys_and_values(value: JsonObject, size: int) -> None:
     assert json_size(value) == size
 
 
-@pytest.mark.parametrize(("section", "limit"), [
-    (Section.TAGS, 8 * 1024), (Section.DESIRED, 32 * 1024), (Section.REPORTED, 32 * 1024)])
+@pytest.mark.parametrize(
+    ("section", "limit"), [(Section.TAGS, 8 * 1024), (Section.DESIRED, 32 * 1024), (Section.REPORTED, 32 * 1024)]
+)
 def test_section_size_limit_is_exact(section: Section, limit: int) -> None:
     assert LIMITS.section_bytes(section) == limit
-    apply = {Section.TAGS: apply_tags_patch, Section.DESIRED: apply_desired_patch,
-             Section.REPORTED: apply_reported_patch}[section]
+    apply = {
+        Section.TAGS: apply_tags_patch,
+        Section.DESIRED: apply_desired_patch,
+        Section.REPORTED: apply_reported_patch,
+    }[section]
     at_limit = apply(fresh_twin(), sized(limit), T0)
-    assert json_size(at_limit.tags if section is Section.TAGS else
-                     (at_limit.desired if section is Section.DESIRED else at_limit.reported).properties) == limit
+    assert (
+        json_size(
+            at_limit.tags
+            if section is Section.TAGS
+            else (at_limit.desired if section is Section.DESIRED else at_limit.reported).properties
+        )
+        == limit
+    )
     with pytest.raises(TwinLimitError, match=rf"{section.value} would be {limit + 1} bytes.*{limit}"):
         apply(fresh_twin(), sized(limit + 1), T0)
 
@@ -309,10 +342,27 @@ def test_depth_limit_applies_to_patches() -> None:
         apply_reported_patch(fresh_twin(), nested(11), T0)
 
 
-@pytest.mark.parametrize("key", [
-    "a.b", ".", "$", "a$b", "$version2", "a b", " ", "tab\there", "nl\n", "\x00", "\x1f", "\x7f",
-    "c1\x80", "c1\x85", "c1\x9f", "",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "a.b",
+        ".",
+        "$",
+        "a$b",
+        "$version2",
+        "a b",
+        " ",
+        "tab\there",
+        "nl\n",
+        "\x00",
+        "\x1f",
+        "\x7f",
+        "c1\x80",
+        "c1\x85",
+        "c1\x9f",
+        "",
+    ],
+)
 @pytest.mark.parametrize("section", list(Section))
 def test_bad_property_names_are_rejected(key: str, section: Section) -> None:
     with pytest.raises(TwinLimitError, match="property name"):
@@ -498,9 +548,9 @@ def test_replace_drops_keys_that_are_absent() -> None:
     assert twin.tags == {"y": 3}
     assert twin.desired.properties == {"b": {"d": 4}}
     assert twin.desired.metadata == {
-        "$lastUpdated": ISO1, "$lastUpdatedVersion": 3,
-        "b": {"$lastUpdated": ISO1, "$lastUpdatedVersion": 3,
-              "d": {"$lastUpdated": ISO1, "$lastUpdatedVersion": 3}},
+        "$lastUpdated": ISO1,
+        "$lastUpdatedVersion": 3,
+        "b": {"$lastUpdated": ISO1, "$lastUpdatedVersion": 3, "d": {"$lastUpdated": ISO1, "$lastUpdatedVersion": 3}},
     }
 
 
@@ -523,8 +573,9 @@ def test_a_rejected_patch_leaves_the_twin_as_it_was() -> None:
     assert twin == snapshot
 
 
-_OPERATIONS = st.lists(st.tuples(st.sampled_from(["tags", "desired", "reported", "replace"]),
-                                 overlapping_objects), max_size=8)
+_OPERATIONS = st.lists(
+    st.tuples(st.sampled_from(["tags", "desired", "reported", "replace"]), overlapping_objects), max_size=8
+)
 
 
 @RELAXED
@@ -617,15 +668,17 @@ def test_deleted_keys_vanish_from_metadata_and_the_parent_records_the_change() -
     twin = apply_reported_patch(fresh_twin(), {"x": {"y": 1, "z": 2}, "w": 3}, T0)
     twin = apply_reported_patch(twin, {"x": {"y": None}, "w": None}, T2)
     assert twin.reported.properties == {"x": {"z": 2}}
-    assert twin.reported.metadata == {
-        "$lastUpdated": ISO2, "x": {"$lastUpdated": ISO2, "z": {"$lastUpdated": ISO0}}}
+    assert twin.reported.metadata == {"$lastUpdated": ISO2, "x": {"$lastUpdated": ISO2, "z": {"$lastUpdated": ISO0}}}
 
 
 def test_metadata_when_an_object_replaces_a_value_and_back() -> None:
     twin = apply_reported_patch(fresh_twin(), {"x": 1}, T0)
     twin = apply_reported_patch(twin, {"x": {"a": 1, "b": 2}}, T1)
-    assert twin.reported.metadata["x"] == {"$lastUpdated": ISO1, "a": {"$lastUpdated": ISO1},
-                                           "b": {"$lastUpdated": ISO1}}
+    assert twin.reported.metadata["x"] == {
+        "$lastUpdated": ISO1,
+        "a": {"$lastUpdated": ISO1},
+        "b": {"$lastUpdated": ISO1},
+    }
     twin = apply_reported_patch(twin, {"x": "flat"}, T2)
     assert twin.reported.metadata["x"] == {"$lastUpdated": ISO2}
 
@@ -657,8 +710,13 @@ def test_isoformat_takes_naive_times_as_utc() -> None:
 
 
 def populated_twin() -> Twin:
-    twin = Twin("dev-1", status=DeviceStatus.ENABLED, connection_state=ConnectionState.CONNECTED,
-                last_activity_time=T2, status_updated_time=T0)
+    twin = Twin(
+        "dev-1",
+        status=DeviceStatus.ENABLED,
+        connection_state=ConnectionState.CONNECTED,
+        last_activity_time=T2,
+        status_updated_time=T0,
+    )
     twin = apply_tags_patch(twin, {"building": "43"}, T0)
     twin = apply_desired_patch(twin, {"interval": 5}, T0)
     return apply_reported_patch(twin, {"fw": "1.0"}, T1)
@@ -683,8 +741,11 @@ def test_twin_document_shape() -> None:
     assert isinstance(reported, dict)
     assert desired["interval"] == 5
     assert desired["$version"] == 2
-    assert desired["$metadata"] == {"$lastUpdated": ISO0, "$lastUpdatedVersion": 2,
-                                    "interval": {"$lastUpdated": ISO0, "$lastUpdatedVersion": 2}}
+    assert desired["$metadata"] == {
+        "$lastUpdated": ISO0,
+        "$lastUpdatedVersion": 2,
+        "interval": {"$lastUpdated": ISO0, "$lastUpdatedVersion": 2},
+    }
     assert reported["fw"] == "1.0"
     assert reported["$version"] == 2
     assert reported["$metadata"] == {"$lastUpdated": ISO1, "fw": {"$lastUpdated": ISO1}}

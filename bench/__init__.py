@@ -1,0 +1,1 @@
+"""Benchmarks: each script prints one line of figures."""

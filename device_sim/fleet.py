@@ -1,0 +1,229 @@
+"""Many simulated devices in one process: provisioning over the REST API, batched connects.
+
+Per-device cost is one ``SimulatedDevice`` (its aiomqtt client and a reader task); options,
+behaviours, hooks and the TLS context are shared by the whole fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from device_sim.behaviours import Behaviours
+from device_sim.connection import DeviceIdentity, MqttEndpoint
+from device_sim.device import SimulatedDevice
+from device_sim.errors import ProvisioningError
+from device_sim.options import DeviceHooks, DeviceOptions, DeviceStats
+from job_client.errors import DeviceAlreadyExistsError
+from job_client.registry import AsyncRegistryClient
+
+__all__ = ["Fleet", "FleetOptions", "FleetStats", "fleet_device_ids", "provision_devices"]
+
+logger = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.05
+
+
+def fleet_device_ids(prefix: str, count: int, *, start: int = 0, width: int = 4) -> list[str]:
+    """``sim-0000``, ``sim-0001``, ...: zero-padded so the ids sort in creation order."""
+    if count < 0 or start < 0:
+        raise ValueError("count and start must not be negative")
+    return [f"{prefix}{index:0{width}d}" for index in range(start, start + count)]
+
+
+async def provision_devices(
+    registry: AsyncRegistryClient, device_ids: Sequence[str], *, concurrency: int = 16
+) -> dict[str, str]:
+    """Make sure every device exists and return each one's primary key.
+
+    Creates them in bulk (devices that already exist are fine), then reads the keys the hub
+    generated: one listing usually returns them all, and any it missed are fetched one by one.
+    Raises ``ProvisioningError`` for devices the hub would not create.
+    """
+    wanted = list(dict.fromkeys(device_ids))
+    if not wanted:
+        return {}
+    result = await registry.bulk_create_devices(wanted)
+    failures = {
+        error.device_id: error.error_code
+        for error in result.errors
+        if error.error_code != DeviceAlreadyExistsError.default_code
+    }
+    if failures:
+        raise ProvisioningError(failures)
+    wanted_set = set(wanted)
+    keys = {
+        device.device_id: device.primary_key
+        for device in await registry.list_devices(max_count=1000)
+        if device.device_id in wanted_set and device.primary_key
+    }
+    missing = [device_id for device_id in wanted if device_id not in keys]
+    if missing:
+        logger.info("fetching keys of %d device(s) one by one", len(missing))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def fetch(device_id: str) -> None:
+            async with gate:
+                device = await registry.get_device(device_id)
+            if device.primary_key:
+                keys[device_id] = device.primary_key
+
+        async with asyncio.TaskGroup() as tg:
+            for device_id in missing:
+                tg.create_task(fetch(device_id))
+    keyless = {device_id: "NoSymmetricKey" for device_id in wanted if device_id not in keys}
+    if keyless:
+        raise ProvisioningError(keyless)
+    return {device_id: keys[device_id] for device_id in wanted}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetOptions:
+    """How a fleet connects: ``batch_size`` devices at a time, waiting up to ``batch_timeout`` for
+    each batch and ``batch_pause`` between batches, so the broker's accept backlog is not overrun."""
+
+    batch_size: int = 200
+    batch_pause: float = 0.2
+    batch_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.batch_pause < 0 or self.batch_timeout < 0:
+            raise ValueError("batch_size must be positive, batch_pause and batch_timeout not negative")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStats:
+    devices: int
+    connected: int
+    totals: DeviceStats = field(default_factory=DeviceStats)
+
+    def line(self) -> str:
+        t = self.totals
+        return (
+            f"connected {self.connected}/{self.devices} | methods {t.methods_handled} "
+            f"(failed {t.methods_failed}) | desired {t.desired_applied} | reported {t.reported_patches} "
+            f"| connects {t.connects} | drops {t.disconnects}"
+        )
+
+
+class Fleet:
+    """N ``SimulatedDevice``s sharing behaviours and options; an async context manager."""
+
+    def __init__(
+        self,
+        identities: Iterable[DeviceIdentity],
+        endpoint: MqttEndpoint,
+        *,
+        behaviours: Behaviours | None = None,
+        options: DeviceOptions | None = None,
+        hooks: DeviceHooks | None = None,
+        fleet_options: FleetOptions | None = None,
+    ) -> None:
+        shared_behaviours = behaviours or Behaviours()
+        shared_options = options or DeviceOptions()
+        shared_hooks = hooks or DeviceHooks()
+        self._devices = [
+            SimulatedDevice(
+                identity, endpoint, behaviours=shared_behaviours, options=shared_options, hooks=shared_hooks
+            )
+            for identity in identities
+        ]
+        self._by_id = {device.device_id: device for device in self._devices}
+        self._fleet_options = fleet_options or FleetOptions()
+
+    @classmethod
+    async def provision(
+        cls,
+        registry: AsyncRegistryClient,
+        endpoint: MqttEndpoint,
+        *,
+        count: int,
+        prefix: str = "sim-",
+        start: int = 0,
+        width: int = 4,
+        behaviours: Behaviours | None = None,
+        options: DeviceOptions | None = None,
+        hooks: DeviceHooks | None = None,
+        fleet_options: FleetOptions | None = None,
+    ) -> Fleet:
+        """Create (or reuse) ``{prefix}{i:0{width}d}`` devices through the REST API and build the fleet."""
+        device_ids = fleet_device_ids(prefix, count, start=start, width=width)
+        keys = await provision_devices(registry, device_ids)
+        identities = [DeviceIdentity(registry.hostname, device_id, keys[device_id]) for device_id in device_ids]
+        return cls(
+            identities, endpoint, behaviours=behaviours, options=options, hooks=hooks, fleet_options=fleet_options
+        )
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Iterator[SimulatedDevice]:
+        return iter(self._devices)
+
+    def __getitem__(self, device_id: str) -> SimulatedDevice:
+        return self._by_id[device_id]
+
+    @property
+    def connected_count(self) -> int:
+        return sum(1 for device in self._devices if device.connected.is_set())
+
+    def stats(self) -> FleetStats:
+        totals = DeviceStats()
+        for device in self._devices:
+            totals.add(device.stats)
+        return FleetStats(len(self._devices), self.connected_count, totals)
+
+    async def start(self) -> None:
+        """Start every device, one batch at a time; a slow batch is logged, not fatal (its devices
+        keep retrying in the background)."""
+        opts = self._fleet_options
+        for first in range(0, len(self._devices), opts.batch_size):
+            batch = self._devices[first : first + opts.batch_size]
+            for device in batch:
+                device.start()
+            if not await self._wait_for(batch, opts.batch_timeout):
+                waiting = sum(1 for device in batch if not device.connected.is_set())
+                logger.warning(
+                    "%d of %d devices in batch %d still connecting; going on",
+                    waiting,
+                    len(batch),
+                    first // opts.batch_size + 1,
+                )
+            if first + opts.batch_size < len(self._devices) and opts.batch_pause:
+                await asyncio.sleep(opts.batch_pause)
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until every device is connected; ``False`` if ``timeout`` ran out first."""
+        return await self._wait_for(self._devices, timeout)
+
+    @staticmethod
+    async def _wait_for(devices: Sequence[SimulatedDevice], timeout: float | None) -> bool:
+        # One fleet-level poll instead of a waiter task per device.
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not all(device.connected.is_set() for device in devices):
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(_POLL_SECONDS)
+        return True
+
+    async def stop(self) -> None:
+        """Disconnect every device (concurrently) and stop reconnecting."""
+        await asyncio.gather(*(device.stop() for device in self._devices))
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,28 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from hub import __version__
+from hub.api.auth import ServiceAuthenticator
+from hub.api.errors import install_error_handlers
+from hub.api.routes import devices, health, twins
+from hub.engine.services import Services
+
+__all__ = ["create_app"]
+
+
+def create_app(services: Services, *, max_token_lifetime: int) -> FastAPI:
+    app = FastAPI(
+        title="fleethub", version=__version__, description="IoT fleet job hub with Azure IoT Hub's service API shapes."
+    )
+    app.state.services = services
+    app.state.authenticator = ServiceAuthenticator(
+        services.hostname, services.policies, services.clock, max_token_lifetime
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(devices.router)
+    app.include_router(twins.router)
+    return app

@@ -1,0 +1,45 @@
+"""Service-side SAS authentication and the policy rights each route needs."""
+
+from __future__ import annotations
+
+from hub.domain.clock import Clock
+from hub.domain.policies import AccessPolicy, Right
+from hub.errors import ForbiddenError, UnauthorizedError
+from hub.wire.sas import SasTokenError, parse_sas_token, signature_matches
+
+__all__ = ["ServiceAuthenticator"]
+
+
+class ServiceAuthenticator:
+    def __init__(self, hostname: str, policies: dict[str, AccessPolicy], clock: Clock, max_token_lifetime: int) -> None:
+        self._hostname = hostname.lower().split(":")[0]
+        self._policies = policies
+        self._clock = clock
+        self._max_lifetime = max_token_lifetime
+
+    def authenticate(self, authorization: str | None) -> AccessPolicy:
+        """The policy a valid ``Authorization`` header speaks for; UnauthorizedError otherwise."""
+        if not authorization:
+            raise UnauthorizedError("missing Authorization header with a SharedAccessSignature")
+        try:
+            token = parse_sas_token(authorization.strip())
+        except SasTokenError as exc:
+            raise UnauthorizedError(f"malformed SharedAccessSignature: {exc}") from None
+        now = self._clock.now().timestamp()
+        if token.is_expired(now):
+            raise UnauthorizedError("the SharedAccessSignature has expired")
+        if token.expiry - now > self._max_lifetime:
+            raise UnauthorizedError(f"the SharedAccessSignature lives longer than the allowed {self._max_lifetime} s")
+        if not token.key_name:
+            raise UnauthorizedError("the SharedAccessSignature names no policy (skn)")
+        policy = self._policies.get(token.key_name)
+        keys = (policy.primary_key, policy.secondary_key) if policy else ()
+        if policy is None or not any(signature_matches(token, key) for key in keys):
+            raise UnauthorizedError("the SharedAccessSignature is not valid for this hub")
+        return policy
+
+    @staticmethod
+    def authorize(policy: AccessPolicy, any_of: frozenset[Right]) -> None:
+        if not policy.rights & any_of:
+            needed = " or ".join(sorted(r.value for r in any_of))
+            raise ForbiddenError(f"policy {policy.name!r} lacks the {needed} permission")

@@ -1,0 +1,165 @@
+"""The ``fleethub`` / ``python -m hub`` command line: serve, connection-string, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hub.config import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="fleethub: an IoT fleet job hub speaking Azure IoT Hub's MQTT dialect and REST API.",
+)
+
+_DATA_DIR = typer.Option("--data-dir", help="Where the database, TLS files and keys live. [env: FLEETHUB_DATA_DIR]")
+
+
+def _settings(**options: Any) -> Settings:
+    """Flags win over ``FLEETHUB_*`` variables, which win over defaults."""
+    return Settings(**{k: v for k, v in options.items() if v is not None})
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(settings: Settings) -> None:
+    from hub.runtime import Hub
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Hub(settings) as hub:
+        assert hub.endpoints is not None
+        ep = hub.endpoints
+        typer.echo(
+            f"fleethub is up: REST http://{settings.bind_address}:{ep.http_port} "
+            f"and https://{settings.hostname}:{ep.https_port}; MQTT {ep.mqtt_port}, MQTT/TLS {ep.mqtts_port}; "
+            f"CA certificate {ep.ca_cert}"
+        )
+        typer.echo(f"service connection string: python -m hub connection-string --data-dir {settings.data_dir}")
+        await stop.wait()
+        typer.echo("fleethub: shutting down")
+
+
+@app.command()
+def serve(
+    data_dir: Annotated[Path | None, _DATA_DIR] = None,
+    hostname: Annotated[
+        str | None,
+        typer.Option(help="Host name devices and clients use; goes into the TLS certificate. [env: FLEETHUB_HOSTNAME]"),
+    ] = None,
+    bind_address: Annotated[str | None, typer.Option(help="Address to listen on. [env: FLEETHUB_BIND_ADDRESS]")] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="Plain HTTP REST port (0: any free). [env: FLEETHUB_HTTP_PORT]")
+    ] = None,
+    https_port: Annotated[int | None, typer.Option(help="HTTPS REST port. [env: FLEETHUB_HTTPS_PORT]")] = None,
+    mqtt_port: Annotated[int | None, typer.Option(help="Plain MQTT port. [env: FLEETHUB_MQTT_PORT]")] = None,
+    mqtts_port: Annotated[int | None, typer.Option(help="MQTT over TLS port. [env: FLEETHUB_MQTTS_PORT]")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db (default: SQLite in the data dir). "
+            "[env: FLEETHUB_DATABASE_URL]"
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Operator TLS certificate (PEM). [env: FLEETHUB_TLS_CERT]")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="Operator TLS private key (PEM). [env: FLEETHUB_TLS_KEY]")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING. [env: FLEETHUB_LOG_LEVEL]")] = None,
+) -> None:
+    """Run the hub: MQTT gateway for devices and the REST API for back ends."""
+    from hub.netbind import PortInUseError
+
+    settings = _settings(
+        data_dir=data_dir,
+        hostname=hostname,
+        bind_address=bind_address,
+        http_port=http_port,
+        https_port=https_port,
+        mqtt_port=mqtt_port,
+        mqtts_port=mqtts_port,
+        database_url=database_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        log_level=log_level,
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_dependencies()
+    _use_uvloop()
+    try:
+        asyncio.run(_serve(settings))
+    except PortInUseError as exc:
+        typer.echo(f"fleethub: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except PermissionError as exc:
+        typer.echo(f"fleethub: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _quiet_dependencies() -> None:
+    # amqtt logs every connection at INFO and every refused token at WARNING; keep the hub's log readable.
+    for name in ("amqtt", "transitions", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@app.command("connection-string")
+def connection_string(
+    data_dir: Annotated[Path | None, _DATA_DIR] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(help="Policy name (iothubowner, service, registryRead, registryReadWrite). Default: iothubowner."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="Print this device's connection string instead.")] = None,
+    hostname: Annotated[
+        str | None, typer.Option(help="HostName to put in the string. [env: FLEETHUB_HOSTNAME]")
+    ] = None,
+    database_url: Annotated[str | None, typer.Option(help="[env: FLEETHUB_DATABASE_URL]")] = None,
+) -> None:
+    """Print a service (policy) or device connection string read from the hub's database."""
+    from hub.connstrings import ConnectionStringError, lookup_connection_string
+
+    if policy and device:
+        typer.echo("give --policy or --device, not both", err=True)
+        raise typer.Exit(2)
+    settings = _settings(data_dir=data_dir, hostname=hostname, database_url=database_url)
+    try:
+        text = asyncio.run(lookup_connection_string(settings, policy=policy, device_id=device))
+    except ConnectionStringError as exc:
+        typer.echo(f"fleethub: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(text)
+
+
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(help="How many simulated devices.")] = 20,
+    data_dir: Annotated[Path | None, typer.Option(help="Data dir (default: a fresh temporary one).")] = None,
+) -> None:
+    """Start a hub on its defaults (free ports if taken), run simulated devices and show them working."""
+    from hub.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_dependencies()
+    _use_uvloop()
+    sys.exit(asyncio.run(run_demo(device_count=devices, data_dir=data_dir)))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,176 @@
+"""The device registry: create, read, update, delete and bulk import device identities."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hub.domain.clock import Clock
+from hub.domain.devices import Device, DeviceStatus, SymmetricKeys, new_device, validate_device_id
+from hub.engine.ports import DeviceLink, Store
+from hub.engine.presence import PresenceService
+from hub.errors import (
+    BadRequestError,
+    DeviceAlreadyExistsError,
+    DeviceNotFoundError,
+    HubError,
+    PreconditionFailedError,
+)
+
+__all__ = ["MAX_BULK", "BulkOutcome", "DeviceSpec", "ImportMode", "ImportOperation", "RegistryService"]
+
+log = logging.getLogger(__name__)
+
+MAX_BULK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """What a caller may set on a device; ``None`` keys mean 'generate' (create) or 'keep' (update)."""
+
+    keys: SymmetricKeys | None = None
+    status: DeviceStatus = DeviceStatus.ENABLED
+    status_reason: str | None = None
+
+
+class ImportMode(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UPDATE_IF_MATCH_ETAG = "updateIfMatchETag"
+    CREATE_OR_UPDATE = "createOrUpdate"
+    DELETE = "delete"
+    DELETE_IF_MATCH_ETAG = "deleteIfMatchETag"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOperation:
+    device_id: str
+    mode: ImportMode
+    spec: DeviceSpec = field(default_factory=DeviceSpec)
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    errors: list[tuple[str, HubError]]
+
+    @property
+    def is_successful(self) -> bool:
+        return not self.errors
+
+
+def _etag_matches(if_match: str | None, etag: str) -> bool:
+    if if_match is None or if_match.strip() == "*":
+        return True
+    return if_match.strip().strip('"') == etag
+
+
+class RegistryService:
+    def __init__(self, store: Store, clock: Clock, presence: PresenceService, link: DeviceLink | None = None) -> None:
+        self._store = store
+        self._clock = clock
+        self._presence = presence
+        self.link = link
+
+    async def get_device(self, device_id: str) -> Device:
+        return self._presence.overlay_device(await self._store.get_device(device_id))
+
+    async def list_devices(self, top: int = 1000, after: str | None = None) -> list[Device]:
+        devices = await self._store.list_devices(limit=max(1, min(top, 1000)), after=after)
+        return [self._presence.overlay_device(d) for d in devices]
+
+    async def count_devices(self) -> int:
+        return await self._store.count_devices()
+
+    async def put_device(self, device_id: str, spec: DeviceSpec, if_match: str | None) -> Device:
+        """IoT Hub's PUT: create when absent (no If-Match), otherwise update under If-Match."""
+        validate_device_id(device_id)
+        if if_match is None:
+            return await self._store.add_device(self._new(device_id, spec))
+        return await self._update(device_id, spec, if_match)
+
+    def _new(self, device_id: str, spec: DeviceSpec) -> Device:
+        return new_device(
+            device_id, self._clock.now(), keys=spec.keys, status=spec.status, status_reason=spec.status_reason
+        )
+
+    async def _update(self, device_id: str, spec: DeviceSpec, if_match: str | None) -> Device:
+        current = await self._store.get_device(device_id)
+        if not _etag_matches(if_match, current.etag):
+            raise PreconditionFailedError(
+                f"etag {if_match} does not match the device's etag {current.etag}", device_id=device_id
+            )
+        changes: dict[str, object] = {"status_reason": spec.status_reason}
+        if spec.keys is not None:
+            changes["keys"] = spec.keys
+        if spec.status != current.status:
+            changes["status"] = spec.status
+            changes["status_updated_time"] = self._clock.now()
+        updated = await self._store.update_device(
+            current.with_changes(**changes), expected_revision=current.etag_revision
+        )
+        if updated.status is DeviceStatus.DISABLED or updated.keys != current.keys:
+            # Old tokens must stop working at once: drop the live connection.
+            await self._disconnect(device_id)
+        return self._presence.overlay_device(updated)
+
+    async def delete_device(self, device_id: str, if_match: str | None) -> None:
+        current = await self._store.get_device(device_id)
+        if not _etag_matches(if_match, current.etag):
+            raise PreconditionFailedError(
+                f"etag {if_match} does not match the device's etag {current.etag}", device_id=device_id
+            )
+        await self._store.remove_device(device_id, expected_revision=current.etag_revision)
+        self._presence.forget(device_id)
+        await self._disconnect(device_id)
+
+    async def _disconnect(self, device_id: str) -> None:
+        if self.link is not None:
+            await self.link.disconnect(device_id)
+
+    async def import_devices(self, operations: Sequence[ImportOperation]) -> BulkOutcome:
+        """Bulk create/update/delete; creates and deletes are batched, updates go one by one."""
+        if len(operations) > MAX_BULK:
+            raise BadRequestError(f"a bulk request may hold at most {MAX_BULK} devices, got {len(operations)}")
+        errors: list[tuple[str, HubError]] = []
+        creates: list[Device] = []
+        deletes: list[str] = []
+        seen: set[str] = set()
+        for op in operations:
+            try:
+                validate_device_id(op.device_id)
+                if op.device_id in seen:
+                    raise BadRequestError(f"device {op.device_id!r} appears twice in one bulk request")
+                seen.add(op.device_id)
+                if op.mode is ImportMode.CREATE:
+                    creates.append(self._new(op.device_id, op.spec))
+                elif op.mode is ImportMode.DELETE:
+                    deletes.append(op.device_id)
+                elif op.mode is ImportMode.DELETE_IF_MATCH_ETAG:
+                    await self.delete_device(op.device_id, op.etag or "")
+                elif op.mode is ImportMode.CREATE_OR_UPDATE:
+                    try:
+                        await self._store.add_device(self._new(op.device_id, op.spec))
+                    except DeviceAlreadyExistsError:
+                        await self._update(op.device_id, op.spec, "*")
+                else:
+                    match = op.etag or "" if op.mode is ImportMode.UPDATE_IF_MATCH_ETAG else "*"
+                    await self._update(op.device_id, op.spec, match)
+            except HubError as exc:
+                errors.append((op.device_id, exc))
+        if creates:
+            for device_id in sorted(await self._store.add_devices(creates)):
+                errors.append(
+                    (device_id, DeviceAlreadyExistsError(f"device {device_id!r} already exists", device_id=device_id))
+                )
+        if deletes:
+            for device_id in sorted(await self._store.remove_devices(deletes)):
+                errors.append(
+                    (device_id, DeviceNotFoundError(f"device {device_id!r} does not exist", device_id=device_id))
+                )
+            for device_id in deletes:
+                self._presence.forget(device_id)
+                await self._disconnect(device_id)
+        return BulkOutcome(errors)

@@ -1,0 +1,58 @@
+"""The engine's services wired together; built by the runtime, used by the API and gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hub.domain.clock import Clock
+from hub.domain.policies import AccessPolicy
+from hub.engine.devicebus import DeviceAuthenticator, DeviceBus
+from hub.engine.methods import MethodService
+from hub.engine.ports import DeviceLink, Store
+from hub.engine.presence import PresenceService
+from hub.engine.registry import RegistryService
+from hub.engine.twins import TwinService
+
+__all__ = ["Services"]
+
+
+@dataclass
+class Services:
+    hostname: str
+    store: Store
+    clock: Clock
+    presence: PresenceService
+    registry: RegistryService
+    twins: TwinService
+    methods: MethodService
+    devices: DeviceBus
+    policies: dict[str, AccessPolicy] = field(default_factory=dict)
+    ready: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        hostname: str,
+        store: Store,
+        clock: Clock,
+        link: DeviceLink,
+        flush_interval: float,
+        max_token_lifetime: int,
+    ) -> Services:
+        presence = PresenceService(store, clock, flush_interval=flush_interval)
+        registry = RegistryService(store, clock, presence, link)
+        twins = TwinService(store, clock, presence, link)
+        methods = MethodService(store, link)
+        auth = DeviceAuthenticator(store, clock, max_token_lifetime=max_token_lifetime)
+        bus = DeviceBus(auth, presence, twins, methods)
+        return cls(
+            hostname=hostname,
+            store=store,
+            clock=clock,
+            presence=presence,
+            registry=registry,
+            twins=twins,
+            methods=methods,
+            devices=bus,
+        )

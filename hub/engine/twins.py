@@ -1,0 +1,160 @@
+"""Twin reads and writes from the back end and from devices, with desired pushes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from hub.domain.clock import Clock
+from hub.domain.json import JsonObject
+from hub.domain.twin import (
+    Twin,
+    apply_desired_patch,
+    apply_reported_patch,
+    apply_tags_patch,
+    desired_notification,
+    replace_tags_and_desired,
+)
+from hub.engine.ports import DeviceLink, Store
+from hub.engine.presence import PresenceService
+from hub.errors import (
+    BadRequestError,
+    ConcurrencyConflictError,
+    DeviceNotOnlineError,
+    PreconditionFailedError,
+)
+from hub.wire.topics import desired_patch_topic
+
+__all__ = ["MAX_WRITE_ATTEMPTS", "TwinService", "decode_json_object"]
+
+log = logging.getLogger(__name__)
+
+MAX_WRITE_ATTEMPTS = 50
+MAX_DEVICE_PAYLOAD_BYTES = 64 * 1024
+
+
+def decode_json_object(payload: bytes, what: str) -> JsonObject:
+    """Decode a device-sent JSON object; BadRequestError for anything else."""
+    if len(payload) > MAX_DEVICE_PAYLOAD_BYTES:
+        raise BadRequestError(f"{what} is {len(payload)} bytes, over the limit of {MAX_DEVICE_PAYLOAD_BYTES}")
+    try:
+        value = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequestError(f"{what} is not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequestError(f"{what} must be a JSON object")
+    return value
+
+
+def _desired_of(body: JsonObject) -> JsonObject | None:
+    properties = body.get("properties")
+    if properties is None:
+        return None
+    if not isinstance(properties, dict):
+        raise BadRequestError("properties must be a JSON object")
+    desired = properties.get("desired")
+    if desired is None:
+        return None
+    if not isinstance(desired, dict):
+        raise BadRequestError("properties.desired must be a JSON object")
+    return desired
+
+
+def _tags_of(body: JsonObject) -> JsonObject | None:
+    tags = body.get("tags")
+    if tags is None:
+        return None
+    if not isinstance(tags, dict):
+        raise BadRequestError("tags must be a JSON object")
+    return tags
+
+
+class TwinService:
+    def __init__(self, store: Store, clock: Clock, presence: PresenceService, link: DeviceLink | None = None) -> None:
+        self._store = store
+        self._clock = clock
+        self._presence = presence
+        self.link = link
+
+    async def get_twin(self, device_id: str) -> Twin:
+        return self._presence.overlay_twin(await self._store.get_twin(device_id))
+
+    async def _write(self, device_id: str, if_match: str | None, change: Callable[[Twin], Twin]) -> Twin:
+        """Read-modify-write with the revision checked in the write; retried on a lost race
+        unless the caller pinned an etag, which then fails with 412 as IoT Hub does."""
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            current = await self._store.get_twin(device_id)
+            if (
+                if_match is not None
+                and if_match.strip() not in ("*", "")
+                and if_match.strip().strip('"') != current.etag
+            ):
+                raise PreconditionFailedError(
+                    f"etag {if_match} does not match the twin's etag {current.etag}", device_id=device_id
+                )
+            updated = change(current)
+            try:
+                await self._store.save_twin(updated, expected_revision=current.revision)
+            except ConcurrencyConflictError:
+                continue
+            return self._presence.overlay_twin(updated)
+        raise ConcurrencyConflictError(f"twin {device_id!r} is changing too fast; try again", device_id=device_id)
+
+    async def patch_twin(self, device_id: str, body: JsonObject, if_match: str | None = None) -> Twin:
+        tags = _tags_of(body)
+        desired = _desired_of(body)
+        now = self._clock.now()
+
+        def change(twin: Twin) -> Twin:
+            updated = twin
+            if tags is not None:
+                updated = apply_tags_patch(updated, tags, now)
+            if desired is not None:
+                updated = apply_desired_patch(updated, desired, now)
+            return replace(updated, version=twin.version + 1, revision=twin.revision + 1)
+
+        twin = await self._write(device_id, if_match, change)
+        if desired:
+            await self._push_desired(device_id, desired, twin.desired.version)
+        return twin
+
+    async def replace_twin(self, device_id: str, body: JsonObject, if_match: str | None = None) -> Twin:
+        tags = _tags_of(body) or {}
+        desired = _desired_of(body) or {}
+        now = self._clock.now()
+        previous: dict[str, JsonObject] = {}
+
+        def change(twin: Twin) -> Twin:
+            previous["desired"] = twin.desired.properties
+            return replace_tags_and_desired(twin, tags, desired, now)
+
+        twin = await self._write(device_id, if_match, change)
+        # The device sees a replace as a patch: new values, and null for keys that went away.
+        patch: JsonObject = {key: None for key in previous.get("desired", {}) if key not in desired}
+        patch.update(desired)
+        if patch:
+            await self._push_desired(device_id, patch, twin.desired.version)
+        return twin
+
+    async def _push_desired(self, device_id: str, patch: JsonObject, version: int) -> None:
+        if self.link is None or not self.link.is_connected(device_id):
+            return
+        body = json.dumps(desired_notification(patch, version), separators=(",", ":")).encode()
+        try:
+            await self.link.send(device_id, desired_patch_topic(version), body)
+        except DeviceNotOnlineError:
+            log.debug("desired patch v%s for %s not pushed: device went offline", version, device_id)
+
+    # -- the device side -------------------------------------------------------------
+
+    async def get_for_device(self, device_id: str) -> Twin:
+        return await self._store.get_twin(device_id)
+
+    async def patch_reported(self, device_id: str, payload: bytes) -> int:
+        """Apply a device's reported patch; return the new reported ``$version``."""
+        patch = decode_json_object(payload, "reported properties patch")
+        now = self._clock.now()
+        twin = await self._write(device_id, None, lambda t: apply_reported_patch(t, patch, now))
+        return twin.reported.version

@@ -1,0 +1,137 @@
+"""Gateway: the hub's DeviceLink, an embedded amqtt broker on sockets the hub bound."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from types import TracebackType
+from typing import Self
+
+from broker_config import GatewayConfig, load_gateway_config
+from hub.engine.ports import DeviceEvents
+from hub.errors import DeviceNotOnlineError
+from hub.gateway.broker import HubBroker, Listener
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger(__name__)
+
+MQTT_LISTENER = "mqtt"
+MQTTS_LISTENER = "mqtts"
+
+
+class Gateway:
+    """Devices connect here; the engine reaches them through ``DeviceLink``.
+
+    The gateway takes ownership of the sockets (already bound; listening is optional) and
+    closes them on exit. Exiting drops every device, each with ``on_disconnected``, so the
+    ``DeviceEvents`` must still work while the gateway closes. ``events`` may be set after
+    construction (the engine that implements it usually needs this gateway first), but
+    before entering.
+    """
+
+    def __init__(
+        self,
+        events: DeviceEvents | None,
+        *,
+        mqtt_socket: socket.socket | None = None,
+        mqtts_socket: socket.socket | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        config: GatewayConfig | None = None,
+    ) -> None:
+        if mqtt_socket is None and mqtts_socket is None:
+            raise ValueError("the gateway needs an mqtt_socket, an mqtts_socket or both")
+        if (mqtts_socket is None) != (ssl_context is None):
+            raise ValueError("mqtts_socket and ssl_context go together")
+        self._events = events
+        self._config = config if config is not None else load_gateway_config()
+        self._listeners: list[Listener] = []
+        self._mqtt_port: int | None = None
+        self._mqtts_port: int | None = None
+        if mqtt_socket is not None:
+            self._listeners.append(Listener(MQTT_LISTENER, mqtt_socket))
+            self._mqtt_port = mqtt_socket.getsockname()[1]
+        if mqtts_socket is not None:
+            self._listeners.append(Listener(MQTTS_LISTENER, mqtts_socket, ssl_context))
+            self._mqtts_port = mqtts_socket.getsockname()[1]
+        self._broker: HubBroker | None = None
+        self._used = False
+
+    @property
+    def mqtt_port(self) -> int | None:
+        """The plain MQTT listener's port, or None without one."""
+        return self._mqtt_port
+
+    @property
+    def mqtts_port(self) -> int | None:
+        """The MQTT-over-TLS listener's port, or None without one."""
+        return self._mqtts_port
+
+    @property
+    def events(self) -> DeviceEvents | None:
+        return self._events
+
+    @events.setter
+    def events(self, events: DeviceEvents) -> None:
+        if self._used:
+            raise RuntimeError("set the gateway's events before entering it")
+        self._events = events
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self._config
+
+    @property
+    def connected_count(self) -> int:
+        """How many devices are connected right now."""
+        return self._broker.connected_count() if self._broker is not None else 0
+
+    async def __aenter__(self) -> Self:
+        if self._used:
+            raise RuntimeError("a Gateway can be entered once (it owns its sockets)")
+        self._used = True
+        try:
+            if self._events is None:
+                raise RuntimeError("the gateway has no DeviceEvents to report to")
+            broker = HubBroker(self._events, self._listeners, self._config)
+            await broker.start()
+        except BaseException:
+            self._close_sockets()
+            raise
+        self._broker = broker
+        logger.info("MQTT gateway listening (mqtt port %s, mqtts port %s)", self._mqtt_port, self._mqtts_port)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        broker, self._broker = self._broker, None
+        try:
+            if broker is not None:
+                await broker.shutdown()
+        finally:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for listener in self._listeners:
+            listener.sock.close()
+
+    # -- DeviceLink ---------------------------------------------------------------------
+
+    def is_connected(self, device_id: str) -> bool:
+        return self._broker is not None and self._broker.is_connected(device_id)
+
+    async def wait_connected(self, device_id: str, timeout: float) -> bool:
+        if self._broker is None:
+            return False
+        return await self._broker.wait_connected(device_id, timeout)
+
+    async def send(self, device_id: str, topic: str, payload: bytes) -> None:
+        if self._broker is None:
+            raise DeviceNotOnlineError(f"Device {device_id} is not connected", device_id=device_id)
+        await self._broker.send(device_id, topic, payload)
+
+    async def disconnect(self, device_id: str) -> None:
+        if self._broker is not None:
+            await self._broker.disconnect_device(device_id)

@@ -1,0 +1,76 @@
+"""fleethub's Python SDK for the REST service API (async core, blocking wrapper)."""
+
+from __future__ import annotations
+
+from job_client._http import ServiceHttp
+from job_client.credentials import ServiceCredentials
+from job_client.errors import (
+    ArgumentInvalidError,
+    BadRequestError,
+    ConflictError,
+    DeviceAlreadyExistsError,
+    DeviceNotFoundError,
+    DeviceNotOnlineError,
+    DeviceReplyError,
+    FleetHubConnectionError,
+    FleetHubError,
+    FleetHubTimeoutError,
+    ForbiddenError,
+    GatewayTimeoutError,
+    JobAlreadyExistsError,
+    NotFoundError,
+    PreconditionFailedError,
+    ServerError,
+    ServiceUnavailableError,
+    ThrottlingError,
+    UnauthorizedError,
+)
+from job_client.models import (
+    BulkError,
+    BulkResult,
+    ConnectionState,
+    Device,
+    DeviceSpec,
+    DeviceStatus,
+    MethodResult,
+    Page,
+    Twin,
+    TwinProperties,
+)
+from job_client.registry import AsyncRegistryClient, RegistryClient
+
+__all__ = [
+    "ArgumentInvalidError",
+    "AsyncRegistryClient",
+    "BadRequestError",
+    "BulkError",
+    "BulkResult",
+    "ConflictError",
+    "ConnectionState",
+    "Device",
+    "DeviceAlreadyExistsError",
+    "DeviceNotFoundError",
+    "DeviceNotOnlineError",
+    "DeviceReplyError",
+    "DeviceSpec",
+    "DeviceStatus",
+    "FleetHubConnectionError",
+    "FleetHubError",
+    "FleetHubTimeoutError",
+    "ForbiddenError",
+    "GatewayTimeoutError",
+    "JobAlreadyExistsError",
+    "MethodResult",
+    "NotFoundError",
+    "Page",
+    "PreconditionFailedError",
+    "RegistryClient",
+    "ServerError",
+    "ServiceCredentials",
+    "ServiceHttp",
+    "ServiceUnavailableError",
+    "ThrottlingError",
+    "Twin",
+    "TwinProperties",
+    "UnauthorizedError",
+]
