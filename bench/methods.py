@@ -24,32 +24,32 @@ async def _run(devices: int, calls: int, concurrency: int) -> str:
         targets = itertools.cycle(ids)
         latencies: list[float] = []
         failures = 0
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=hub.url, headers=hub.auth_header(), limits=limits, timeout=60) as client:
 
-            async def one() -> None:
-                nonlocal failures
-                started = time.perf_counter()
-                response = await client.post(
-                    f"/twins/{next(targets)}/methods",
-                    json={"methodName": "lockDoor", "payload": {"door": "front"}, "responseTimeoutInSeconds": 30},
-                )
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200 or response.json().get("status") != 200:
-                    failures += 1
-
-            async def worker(n: int) -> None:
+        async def worker(n: int) -> None:
+            # One single-connection client per worker: httpcore scans its whole pool on every request
+            # (a getpeername per connection), which made one shared 64-connection client the bottleneck.
+            nonlocal failures
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            async with httpx.AsyncClient(
+                base_url=hub.url, headers=hub.auth_header(), limits=limits, timeout=60
+            ) as client:
                 for _ in range(n):
-                    await one()
+                    started = time.perf_counter()
+                    response = await client.post(
+                        f"/twins/{next(targets)}/methods",
+                        json={"methodName": "lockDoor", "payload": {"door": "front"}, "responseTimeoutInSeconds": 30},
+                    )
+                    latencies.append(time.perf_counter() - started)
+                    if response.status_code != 200 or response.json().get("status") != 200:
+                        failures += 1
 
-            for _ in range(min(200, calls)):  # warm-up: connections, caches
-                await one()
-            latencies.clear()
-            failures = 0
-            per_worker = [calls // concurrency + (1 if i < calls % concurrency else 0) for i in range(concurrency)]
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(n) for n in per_worker))
-            elapsed = time.perf_counter() - started
+        await asyncio.gather(*(worker(10) for _ in range(concurrency)))  # warm-up: connections, caches
+        latencies.clear()
+        failures = 0
+        per_worker = [calls // concurrency + (1 if i < calls % concurrency else 0) for i in range(concurrency)]
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in per_worker))
+        elapsed = time.perf_counter() - started
         rss = hub.rss_mb()
     return (
         f"methods: devices={devices} calls={calls} concurrency={concurrency} calls/s={calls / elapsed:.0f} "
@@ -64,7 +64,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
-    print(asyncio.run(_run(args.devices, args.calls, args.concurrency)))
+    try:
+        import uvloop
+    except ImportError:
+        print(asyncio.run(_run(args.devices, args.calls, args.concurrency)))
+    else:
+        print(uvloop.run(_run(args.devices, args.calls, args.concurrency)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from hub.domain.clock import Clock
 from hub.domain.policies import AccessPolicy, Right
 from hub.errors import ForbiddenError, UnauthorizedError
@@ -10,12 +12,18 @@ from hub.wire.sas import SasTokenError, parse_sas_token, signature_matches
 __all__ = ["ServiceAuthenticator"]
 
 
+_CACHE_SIZE = 10_000
+
+
 class ServiceAuthenticator:
+    """Checks each distinct token once (an HMAC per key), then answers from a cache keyed by the
+    token text and the policy's keys, so a rotated key invalidates it; expiry is checked every time."""
+
     def __init__(self, hostname: str, policies: dict[str, AccessPolicy], clock: Clock, max_token_lifetime: int) -> None:
-        self._hostname = hostname.lower().split(":")[0]
         self._policies = policies
         self._clock = clock
         self._max_lifetime = max_token_lifetime
+        self._verified: OrderedDict[tuple[str, str, str], int] = OrderedDict()
 
     def authenticate(self, authorization: str | None) -> AccessPolicy:
         """The policy a valid ``Authorization`` header speaks for; UnauthorizedError otherwise."""
@@ -33,9 +41,17 @@ class ServiceAuthenticator:
         if not token.key_name:
             raise UnauthorizedError("the SharedAccessSignature names no policy (skn)")
         policy = self._policies.get(token.key_name)
-        keys = (policy.primary_key, policy.secondary_key) if policy else ()
-        if policy is None or not any(signature_matches(token, key) for key in keys):
+        if policy is None:
             raise UnauthorizedError("the SharedAccessSignature is not valid for this hub")
+        cache_key = (authorization, policy.primary_key, policy.secondary_key)
+        if cache_key in self._verified:
+            self._verified.move_to_end(cache_key)
+            return policy
+        if not any(signature_matches(token, key) for key in (policy.primary_key, policy.secondary_key)):
+            raise UnauthorizedError("the SharedAccessSignature is not valid for this hub")
+        self._verified[cache_key] = token.expiry
+        if len(self._verified) > _CACHE_SIZE:
+            self._verified.popitem(last=False)
         return policy
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -21,24 +21,21 @@ __all__ = [
 ]
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
-
-
-def get_authenticator(request: Request) -> ServiceAuthenticator:
-    auth: ServiceAuthenticator = request.app.state.authenticator
-    return auth
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _requires(*rights: Right) -> Callable[..., AccessPolicy]:
+def _requires(*rights: Right) -> Callable[..., Awaitable[AccessPolicy]]:
     wanted = frozenset(rights)
 
-    def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> AccessPolicy:
-        auth = get_authenticator(request)
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool, which cost a quarter
+    # of the hub's CPU on the direct-method path.
+    async def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> AccessPolicy:
+        auth: ServiceAuthenticator = request.app.state.authenticator
         policy = auth.authenticate(authorization)
         auth.authorize(policy, wanted)
         return policy
