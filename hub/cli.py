@@ -10,21 +10,44 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from hub.config import Settings
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # Plain help text: rich markup would swallow the "[env: FLEETHUB_...]" notes as unknown tags.
+    rich_markup_mode=None,
     help="fleethub: an IoT fleet job hub speaking Azure IoT Hub's MQTT dialect and REST API.",
 )
 
 _DATA_DIR = typer.Option("--data-dir", help="Where the database, TLS files and keys live. [env: FLEETHUB_DATA_DIR]")
 
 
+# Settings whose values may be secret: never echoed back in an error message.
+_SECRET_SETTINGS = {"owner_key", "database_url"}
+
+
 def _settings(**options: Any) -> Settings:
-    """Flags win over ``FLEETHUB_*`` variables, which win over defaults."""
-    return Settings(**{k: v for k, v in options.items() if v is not None})
+    """Flags win over ``FLEETHUB_*`` variables, which win over defaults.
+
+    A bad value (flag or variable) ends the command with a message naming both, not a traceback.
+    """
+    try:
+        return Settings(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"]:
+                field = str(error["loc"][0])
+                shown = "" if field in _SECRET_SETTINGS else f" (got {error['input']!r})"
+                name = f"FLEETHUB_{field.upper()}"
+                if field in options:
+                    name = f"--{field.replace('_', '-')} / {name}"
+                message = f"invalid {name}: {message}{shown}"
+            typer.echo(f"fleethub: {message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _use_uvloop() -> None:
@@ -84,8 +107,14 @@ def serve(
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING. [env: FLEETHUB_LOG_LEVEL]")] = None,
 ) -> None:
-    """Run the hub: MQTT gateway for devices and the REST API for back ends."""
-    from hub.netbind import PortInUseError
+    """Run the hub: MQTT gateway for devices and the REST API for back ends.
+
+    On first start FLEETHUB_OWNER_KEY (base64, at least 16 bytes), when set, becomes the
+    iothubowner policy's primary key; otherwise every key is random.
+    """
+    from hub.errors import HubError
+    from hub.netbind import BindError
+    from hub.tls import TlsError
 
     settings = _settings(
         data_dir=data_dir,
@@ -105,18 +134,20 @@ def serve(
     _use_uvloop()
     try:
         asyncio.run(_serve(settings))
-    except PortInUseError as exc:
+    except (BindError, TlsError, PermissionError) as exc:
         typer.echo(f"fleethub: {exc}", err=True)
         raise typer.Exit(2) from None
-    except PermissionError as exc:
-        typer.echo(f"fleethub: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except HubError as exc:  # e.g. the database cannot be reached
+        typer.echo(f"fleethub: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _quiet_dependencies() -> None:
     # amqtt logs every connection at INFO and every refused token at WARNING; keep the hub's log readable.
     for name in ("amqtt", "transitions", "uvicorn.error"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # alembic announces each of its plugins at INFO on import; its migration messages stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 @app.command("connection-string")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import logging
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
+
+_DATABASE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgres", "postgresql", "postgresql+asyncpg"}
 
 
 class Settings(BaseSettings):
@@ -34,6 +40,44 @@ class Settings(BaseSettings):
     presence_flush_seconds: float = Field(0.2, gt=0)
     session_expiry_seconds: int = Field(3600, ge=1)
     max_token_lifetime_seconds: int = Field(365 * 24 * 3600, ge=60)
+
+    @field_validator("owner_key")
+    @classmethod
+    def _owner_key_is_a_key(cls, value: str | None) -> str | None:
+        # Checked here, before the hub creates anything, and again where policies are made.
+        if value is None:
+            return None
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
+            raise ValueError("not base64") from None
+        if len(raw) < 16:
+            raise ValueError("must decode to at least 16 bytes (base64 of 32 random bytes is usual)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        # The URL itself is never echoed: it may carry a password.
+        if value and value.partition("://")[0] not in _DATABASE_SCHEMES:
+            raise ValueError(
+                "use sqlite+aiosqlite:///path or postgresql+asyncpg://user@host:5432/db "
+                "(sqlite:// and postgresql:// mean the same)"
+            )
+        return value or None
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        if not isinstance(logging.getLevelName(value.upper()), int):
+            raise ValueError("log level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _tls_cert_and_key_together(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both --tls-cert and --tls-key (FLEETHUB_TLS_CERT, FLEETHUB_TLS_KEY), or neither")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -34,6 +34,10 @@ async def lookup_connection_string(
             policies = {p.name: p for p in await store.list_policies()}
     except ServiceUnavailableError as exc:
         raise ConnectionStringError(f"database unavailable: {exc.message}") from None
+    if not policies:  # the database exists but no start got as far as creating the policies
+        raise ConnectionStringError(
+            f"the hub in {settings.data_dir} has no access policies yet: start `python -m hub serve` once first"
+        )
     if wanted not in policies:
         raise ConnectionStringError(f"no policy {wanted!r}; the hub has {', '.join(sorted(policies))}")
     return str(ConnectionString(settings.hostname, policies[wanted].primary_key, key_name=wanted))

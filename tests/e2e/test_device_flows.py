@@ -234,3 +234,37 @@ async def test_delivery_without_resubscribe_after_reconnect(hub: Hub, api: httpx
             answering.cancel()
     assert response.status_code == 200
     assert seen == [("reboot", None)]
+
+
+async def test_over_limit_reported_patch_is_400_and_connection_stays(hub: Hub, api: httpx.AsyncClient) -> None:
+    creds = await create_device(api)
+    async with mqtt_client(hub, creds) as client:
+        await client.subscribe("$iothub/twin/res/#")
+        huge = {f"k{i}": "v" * 4000 for i in range(9)}  # 36 KB of reported properties, over the 32 KB limit
+        await client.publish("$iothub/twin/PATCH/properties/reported/?$rid=big", json.dumps(huge))
+        reply = await next_message(client, "$iothub/twin/res/")
+        assert str(reply.topic).startswith("$iothub/twin/res/400/?$rid=big")
+        await client.publish("$iothub/twin/PATCH/properties/reported/?$rid=ok", json.dumps({"fine": True}))
+        reply = await next_message(client, "$iothub/twin/res/")
+        assert str(reply.topic) == "$iothub/twin/res/204/?$rid=ok&$version=2"
+    reported = (await api.get(f"/twins/{creds.device_id}")).json()["properties"]["reported"]
+    assert "k0" not in reported
+    assert reported["fine"] is True
+
+
+async def test_oversized_method_reply_fails_the_call(hub: Hub, api: httpx.AsyncClient) -> None:
+    creds = await create_device(api)
+    async with mqtt_client(hub, creds) as client:
+
+        async def answer_big() -> None:
+            message = await next_message(client, "$iothub/methods/POST/")
+            rid = str(message.topic).split("$rid=")[1]
+            await client.publish(f"$iothub/methods/res/200/?$rid={rid}", json.dumps({"blob": "x" * (130 * 1024)}))
+
+        answering = asyncio.create_task(answer_big())
+        response = await api.post(f"/twins/{creds.device_id}/methods", json={"methodName": "dump"})
+        await answering
+        assert response.status_code == 502
+        assert response.headers["iothub-errorcode"] == "InvalidDeviceReply"
+        # The device stays connected and usable.
+        assert (await api.get(f"/twins/{creds.device_id}")).json()["connectionState"] == "Connected"

@@ -239,3 +239,19 @@ async def test_auth_401_and_403(hub: Hub) -> None:
         writer = {"Authorization": service_token(hub, "registryReadWrite")}
         assert (await anonymous.put("/devices/x", headers=writer, json={})).status_code == 200
         assert (await anonymous.get("/twins/x", headers=service)).status_code == 200
+
+
+async def test_openapi_document_and_docs(hub: Hub) -> None:
+    assert hub.endpoints is not None
+    async with httpx.AsyncClient(base_url=hub.endpoints.http_url) as client:
+        spec = (await client.get("/openapi.json")).json()
+        assert (await client.get("/docs")).status_code == 200
+    assert {"/devices/{device_id}", "/twins/{device_id}", "/twins/{device_id}/methods", "/healthz"} <= set(
+        spec["paths"]
+    )
+
+
+async def test_unknown_route_has_iothub_error_shape(api: httpx.AsyncClient) -> None:
+    response = await api.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.headers["iothub-errorcode"] == "NotFound"
