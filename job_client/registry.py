@@ -30,13 +30,21 @@ __all__ = ["BULK_LIMIT", "AsyncRegistryClient", "RegistryClient"]
 BULK_LIMIT = 1000  # IoT Hub's cap on devices per bulk registry call
 
 
-def _device_path(device_id: str) -> str:
+def _segment(device_id: str) -> str:
     # Device ids may hold # ? % $ ' and more; every one of them must reach the hub escaped.
-    return f"/devices/{quote(device_id, safe='')}"
+    # "." and ".." are valid ids too, but as bare path segments a URL library removes them
+    # (RFC 3986 dot segments), so they go out percent-encoded.
+    if device_id in (".", ".."):
+        return device_id.replace(".", "%2E")
+    return quote(device_id, safe="")
+
+
+def _device_path(device_id: str) -> str:
+    return f"/devices/{_segment(device_id)}"
 
 
 def _twin_path(device_id: str) -> str:
-    return f"/twins/{quote(device_id, safe='')}"
+    return f"/twins/{_segment(device_id)}"
 
 
 def _if_match(etag: str | None) -> dict[str, str]:

@@ -8,12 +8,20 @@ from typing import TypeGuard
 __all__ = ["forwards_publish", "is_valid_device_id", "may_receive", "may_subscribe"]
 
 _IOTHUB = "$iothub/"
-_WILDCARDS_OR_SEPARATOR = frozenset("+#/")
+_WILDCARDS = frozenset("+#")
 
 
 def is_valid_device_id(client_id: str | None) -> TypeGuard[str]:
-    """A client id that is safe to put into a topic prefix (no wildcard, no level separator)."""
-    return bool(client_id) and _WILDCARDS_OR_SEPARATOR.isdisjoint(client_id or "")
+    """A client id that can be a device: non-empty, no topic level separator. IoT Hub allows
+    ``#`` and ``+`` in device ids, so those may log in (see ``_has_subtree``)."""
+    return bool(client_id) and "/" not in (client_id or "")
+
+
+def _has_subtree(client_id: str) -> bool:
+    """Whether ``devices/{id}/...`` is a topic the device can use: an id with an MQTT wildcard
+    would turn its own prefix into a filter over other devices, so such devices keep to
+    ``$iothub/...`` (methods and twins, which carry no device id)."""
+    return _WILDCARDS.isdisjoint(client_id)
 
 
 def _own_prefix(client_id: str) -> str:
@@ -25,13 +33,15 @@ def may_subscribe(client_id: str | None, topic_filter: str) -> bool:
     devices' subtrees are refused."""
     if not is_valid_device_id(client_id):
         return False
-    return topic_filter.startswith(_IOTHUB) or topic_filter.startswith(_own_prefix(client_id))
+    if topic_filter.startswith(_IOTHUB):
+        return True
+    return _has_subtree(client_id) and topic_filter.startswith(_own_prefix(client_id))
 
 
 def may_receive(client_id: str | None, topic: str) -> bool:
     """RECEIVE (amqtt's per-subscriber check on a broadcast): only the device's own subtree.
     The gateway never broadcasts device data, so this is a second line of defence."""
-    if not is_valid_device_id(client_id):
+    if not is_valid_device_id(client_id) or not _has_subtree(client_id):
         return False
     return topic.startswith(_own_prefix(client_id))
 
@@ -41,7 +51,7 @@ def forwards_publish(client_id: str | None, topic: str) -> bool:
     ``devices/{own id}/messages/events[/{props}]``; anything else is dropped."""
     if topic.startswith(_IOTHUB):
         return is_valid_device_id(client_id)
-    if not is_valid_device_id(client_id):
+    if not is_valid_device_id(client_id) or not _has_subtree(client_id):
         return False
     events = f"devices/{client_id}/messages/events"
     return topic == events or topic.startswith(events + "/")

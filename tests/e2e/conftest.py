@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import aiomqtt
 import httpx
 import pytest
 
+from device_sim import Behaviours, DeviceIdentity, MqttEndpoint, SimulatedDevice
 from hub.config import Settings
 from hub.runtime import Hub
-from hub.wire.sas import device_resource_uri, generate_sas_token
+from hub.wire.sas import ConnectionString, device_resource_uri, generate_sas_token
+from job_client import AsyncRegistryClient
 
 
 def hub_settings(data_dir: Path, database_url: str | None = None) -> Settings:
@@ -63,7 +68,7 @@ class DeviceCreds:
 
 async def create_device(api: httpx.AsyncClient, device_id: str | None = None) -> DeviceCreds:
     device_id = device_id or f"dev-{uuid.uuid4().hex[:8]}"
-    response = await api.put(f"/devices/{device_id}", json={"deviceId": device_id})
+    response = await api.put(f"/devices/{quote(device_id, safe='')}", json={"deviceId": device_id})
     assert response.status_code == 200, response.text
     keys = response.json()["authentication"]["symmetricKey"]
     return DeviceCreds(device_id, keys["primaryKey"], keys["secondaryKey"])
@@ -96,3 +101,61 @@ def body(message: aiomqtt.Message) -> object:
     payload = message.payload
     assert isinstance(payload, bytes | bytearray)
     return json.loads(payload) if payload else None
+
+
+# -- helpers for the SDK and simulator suites ---------------------------------------------------
+
+
+def connection_string(hub: Hub, policy: str = "iothubowner", *, hostname: str | None = None) -> str:
+    """The service connection string of ``policy``; ``hostname`` overrides HostName (it may carry a port)."""
+    assert hub.services is not None
+    key = hub.services.policies[policy].primary_key
+    return str(ConnectionString(hostname or hub.settings.hostname, key, key_name=policy))
+
+
+def device_endpoint(hub: Hub, *, tls: bool = False) -> MqttEndpoint:
+    """Where simulated devices reach the in-process hub: plain MQTT, or MQTT over TLS checked against its CA."""
+    assert hub.endpoints is not None
+    if tls:
+        return MqttEndpoint.for_hub(
+            "localhost", host="127.0.0.1", port=hub.endpoints.mqtts_port, tls=True, ca_cert=hub.endpoints.ca_cert
+        )
+    return MqttEndpoint.for_hub("localhost", host="127.0.0.1", port=hub.endpoints.mqtt_port, tls=False)
+
+
+def simulated_device(
+    hub: Hub, creds: DeviceCreds, *, tls: bool = False, behaviours: Behaviours | None = None
+) -> SimulatedDevice:
+    """A SimulatedDevice for ``creds`` (not started)."""
+    identity = DeviceIdentity(hub.settings.hostname, creds.device_id, creds.primary_key)
+    return SimulatedDevice(identity, device_endpoint(hub, tls=tls), behaviours=behaviours)
+
+
+@pytest.fixture
+async def registry(hub: Hub) -> AsyncIterator[AsyncRegistryClient]:
+    """job_client's async registry client as iothubowner over plain HTTP."""
+    assert hub.endpoints is not None
+    async with AsyncRegistryClient.from_connection_string(connection_string(hub), url=hub.endpoints.http_url) as client:
+        yield client
+
+
+async def wait_for_twin(
+    api: httpx.AsyncClient, device_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = 15
+) -> dict[str, Any]:
+    """Poll ``GET /twins/{device_id}`` until ``check(twin)`` holds; ``timeout`` is only an upper bound."""
+    twin: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                response = await api.get(f"/twins/{quote(device_id, safe='')}")
+                if response.status_code == 200:
+                    twin = response.json()
+                    if check(twin):
+                        return twin
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"twin of {device_id} never matched; last seen: {twin}") from None
+
+
+async def wait_for_state(api: httpx.AsyncClient, device_id: str, state: str = "Connected", timeout: float = 15) -> None:
+    await wait_for_twin(api, device_id, lambda twin: twin.get("connectionState") == state, timeout)

@@ -268,3 +268,17 @@ async def test_oversized_method_reply_fails_the_call(hub: Hub, api: httpx.AsyncC
         assert response.headers["iothub-errorcode"] == "InvalidDeviceReply"
         # The device stays connected and usable.
         assert (await api.get(f"/twins/{creds.device_id}")).json()["connectionState"] == "Connected"
+
+
+async def test_device_id_with_wildcard_characters_gets_methods(hub: Hub, api: httpx.AsyncClient) -> None:
+    creds = await create_device(api, "door#1+a")
+    seen: list[tuple[str, object]] = []
+    async with mqtt_client(hub, creds) as client:
+        await client.subscribe("$iothub/methods/POST/#")
+        answering = asyncio.create_task(_answer_methods(client, seen))
+        try:
+            response = await api.post("/twins/door%231%2Ba/methods", json={"methodName": "lockDoor"})
+        finally:
+            answering.cancel()
+    assert response.status_code == 200, response.text
+    assert seen == [("lockDoor", None)]

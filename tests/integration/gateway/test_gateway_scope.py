@@ -45,7 +45,19 @@ def test_forwards_publish(topic: str, forwarded: bool) -> None:
     assert scope.forwards_publish("d1", topic) is forwarded
 
 
-@pytest.mark.parametrize("client_id", [None, "", "a/b", "a+", "a#"])
+@pytest.mark.parametrize("client_id", ["+", "#", "a+b", "dev#1"])
+def test_wildcard_ids_keep_to_iothub_topics(client_id: str) -> None:
+    # IoT Hub allows + and # in device ids; such a device uses $iothub/ but has no devices/ subtree,
+    # since its own prefix would be a filter over other devices.
+    assert scope.may_subscribe(client_id, "$iothub/methods/POST/#")
+    assert scope.forwards_publish(client_id, "$iothub/twin/GET/?$rid=1")
+    assert not scope.may_subscribe(client_id, f"devices/{client_id}/#")
+    assert not scope.may_subscribe(client_id, "devices/+/messages/devicebound/#")
+    assert not scope.forwards_publish(client_id, f"devices/{client_id}/messages/events")
+    assert not scope.may_receive(client_id, "devices/d1/messages/devicebound/x")
+
+
+@pytest.mark.parametrize("client_id", [None, "", "a/b"])
 def test_unfit_client_ids_get_nothing(client_id: str | None) -> None:
     assert not scope.may_subscribe(client_id, "$iothub/methods/POST/#")
     assert not scope.forwards_publish(client_id, "$iothub/twin/GET/?$rid=1")
