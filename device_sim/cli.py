@@ -27,6 +27,7 @@ __all__ = ["app", "main"]
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich panels truncate long flag names in 80 columns
     name="fleethub-sim",
     add_completion=False,
     help="Simulated IoT Hub devices for fleethub: answer methods, follow desired properties.",

@@ -20,7 +20,12 @@ from job_client.registry import RegistryClient
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(name="fleethub-jobs", help="Manage a fleethub hub through its REST API.", no_args_is_help=True)
+app = typer.Typer(
+    name="fleethub-jobs",
+    help="Manage a fleethub hub through its REST API.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: rich panels truncate long flag names in 80 columns
+)
 devices_app = typer.Typer(help="Device identities.", no_args_is_help=True)
 twin_app = typer.Typer(help="Device twins.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")

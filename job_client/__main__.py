@@ -1,0 +1,5 @@
+"""``python -m job_client``."""
+
+from job_client.cli import main
+
+main()
