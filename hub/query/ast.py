@@ -118,14 +118,31 @@ class FieldRoot(StrEnum):
     LAST_UPDATED_TIME = "lastUpdatedDateTimeUtc"
 
 
-DEVICE_ROOTS = frozenset({
-    FieldRoot.DEVICE_ID, FieldRoot.STATUS, FieldRoot.CONNECTION_STATE, FieldRoot.LAST_ACTIVITY_TIME,
-    FieldRoot.ETAG, FieldRoot.VERSION, FieldRoot.TAGS, FieldRoot.DESIRED, FieldRoot.REPORTED,
-})
-JOB_ROOTS = frozenset({
-    FieldRoot.DEVICE_ID, FieldRoot.JOB_ID, FieldRoot.JOB_TYPE, FieldRoot.STATUS, FieldRoot.START_TIME,
-    FieldRoot.END_TIME, FieldRoot.CREATED_TIME, FieldRoot.LAST_UPDATED_TIME,
-})
+DEVICE_ROOTS = frozenset(
+    {
+        FieldRoot.DEVICE_ID,
+        FieldRoot.STATUS,
+        FieldRoot.CONNECTION_STATE,
+        FieldRoot.LAST_ACTIVITY_TIME,
+        FieldRoot.ETAG,
+        FieldRoot.VERSION,
+        FieldRoot.TAGS,
+        FieldRoot.DESIRED,
+        FieldRoot.REPORTED,
+    }
+)
+JOB_ROOTS = frozenset(
+    {
+        FieldRoot.DEVICE_ID,
+        FieldRoot.JOB_ID,
+        FieldRoot.JOB_TYPE,
+        FieldRoot.STATUS,
+        FieldRoot.START_TIME,
+        FieldRoot.END_TIME,
+        FieldRoot.CREATED_TIME,
+        FieldRoot.LAST_UPDATED_TIME,
+    }
+)
 JSON_ROOTS = frozenset({FieldRoot.TAGS, FieldRoot.DESIRED, FieldRoot.REPORTED})
 
 
@@ -200,8 +217,9 @@ class BinaryOperator(StrEnum):
         return not self.is_comparison and not self.is_logical
 
 
-_COMPARISONS = frozenset({BinaryOperator.EQ, BinaryOperator.NE, BinaryOperator.LT, BinaryOperator.GT,
-                          BinaryOperator.LE, BinaryOperator.GE})
+_COMPARISONS = frozenset(
+    {BinaryOperator.EQ, BinaryOperator.NE, BinaryOperator.LT, BinaryOperator.GT, BinaryOperator.LE, BinaryOperator.GE}
+)
 
 
 @dataclass(frozen=True, slots=True)
