@@ -21,8 +21,11 @@ from datetime import datetime
 from typing import Protocol
 
 from hub.domain.devices import ConnectionState, Device
+from hub.domain.jobs import DeviceJob
+from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
 from hub.domain.twin import Twin
+from hub.query.ast import Expr, Query
 
 __all__ = [
     "DeviceEvents",
@@ -31,6 +34,7 @@ __all__ = [
     "PolicyStore",
     "PresenceStore",
     "PresenceUpdate",
+    "QueryStore",
     "Store",
     "TwinStore",
 ]
@@ -105,7 +109,35 @@ class PolicyStore(Protocol):
         ...
 
 
-class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, Protocol):
+class QueryStore(Protocol):
+    """Twin queries run in the database (hub.query.sql compiles them), never over every twin in
+    Python. Conditions and results follow hub.query.ast as decided by the reference evaluator
+    (hub.query.evaluate); a condition selects a row only when it is exactly true, and
+    ``None`` selects every row. Type-checking the query is the caller's (hub.query.check);
+    a field the database cannot address raises QuerySyntaxError."""
+
+    async def query_twins(self, condition: Expr | None, *, after: str | None, limit: int) -> list[Twin]:
+        """Up to ``limit`` twins the condition selects, in device_id order (by code point),
+        starting after the device id ``after`` (keyset paging: rows that change between pages
+        are neither skipped nor repeated by position)."""
+        ...
+
+    async def query_device_jobs(
+        self, condition: Expr | None, *, after: tuple[str, str] | None, limit: int
+    ) -> list[DeviceJob]:
+        """Like query_twins over ``devices.jobs`` records, in (device_id, job_id) order, starting
+        after the key ``after``."""
+        ...
+
+    async def aggregate(self, query: Query) -> list[JsonObject]:
+        """The result of a query with aggregates or GROUP BY, computed in the database: one
+        object per group, keyed as Projection.key says, undefined values left out, groups in
+        the evaluator's order and cut to ``query.top``; exactly what hub.query.evaluate.run_query
+        gives over the same rows (sums of non-integers may differ in their last bits)."""
+        ...
+
+
+class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, QueryStore, Protocol):
     async def ping(self) -> None:
         """Raise ServiceUnavailableError when the database cannot be reached."""
         ...

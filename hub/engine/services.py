@@ -10,6 +10,7 @@ from hub.engine.devicebus import DeviceAuthenticator, DeviceBus
 from hub.engine.methods import MethodService
 from hub.engine.ports import DeviceLink, Store
 from hub.engine.presence import PresenceService
+from hub.engine.query import QueryService
 from hub.engine.registry import RegistryService
 from hub.engine.twins import TwinService
 
@@ -26,6 +27,7 @@ class Services:
     twins: TwinService
     methods: MethodService
     devices: DeviceBus
+    query: QueryService
     policies: dict[str, AccessPolicy] = field(default_factory=dict)
     ready: bool = False
 
@@ -46,6 +48,7 @@ class Services:
         methods = MethodService(store, link)
         auth = DeviceAuthenticator(store, clock, max_token_lifetime=max_token_lifetime)
         bus = DeviceBus(auth, presence, twins, methods)
+        query = QueryService(store, presence)
         return cls(
             hostname=hostname,
             store=store,
@@ -55,4 +58,5 @@ class Services:
             twins=twins,
             methods=methods,
             devices=bus,
+            query=query,
         )

@@ -276,6 +276,15 @@ class _Checker:
             raise self.error(
                 field.position, f"found the field {field.root.value}, expected a field of {self.source.value}: {names}"
             )
+        for segment in field.path:
+            # SQLite JSON paths cannot spell these; refusing them here makes a job's queryCondition
+            # fail when the job is created, not when it starts.
+            if '"' in segment or "\\" in segment:
+                raise self.error(
+                    field.position,
+                    f"found the property name {segment!r}, expected a name without '\"' or '\\' "
+                    "(unsupported character in property name: such names cannot be queried)",
+                )
 
     def expect_bool(self, expr: Expr, value_type: ValueType, where: str) -> None:
         if value_type not in (ValueType.BOOL, ValueType.ANY):

@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
-from hub.domain.devices import ConnectionState, Device, DeviceStatus, SymmetricKeys
+from hub.domain.devices import ConnectionState, Device, DeviceStatus, SymmetricKeys, etag_of
+from hub.domain.jobs import DeviceJob, DeviceJobStatus, JobType
 from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy, Right
 from hub.domain.twin import PropertySet, Twin
@@ -14,6 +15,8 @@ from hub.domain.twin import PropertySet, Twin
 __all__ = [
     "device_from_row",
     "device_identity_values",
+    "device_job_from_row",
+    "device_job_values",
     "new_device_values",
     "policy_from_row",
     "policy_values",
@@ -61,6 +64,7 @@ def twin_values(twin: Twin) -> dict[str, Any]:
         "reported_version": twin.reported.version,
         "twin_version": twin.version,
         "twin_revision": twin.revision,
+        "etag": etag_of(twin.revision),
     }
 
 
@@ -104,6 +108,37 @@ def twin_from_row(row: RowMapping) -> Twin:
         status_updated_time=row["status_updated_time"],
         connection_state=ConnectionState(row["connection_state"]),
         last_activity_time=row["last_activity_time"],
+    )
+
+
+def device_job_values(job: DeviceJob) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "device_id": job.device_id,
+        "job_type": job.job_type.value,
+        "status": job.status.value,
+        "created_time": job.created_time,
+        "last_updated_time": job.last_updated_time,
+        "start_time": job.start_time,
+        "end_time": job.end_time,
+        "outcome": job.outcome,
+        "error": job.error,
+    }
+
+
+def device_job_from_row(row: RowMapping) -> DeviceJob:
+    outcome, error = row["outcome"], row["error"]
+    return DeviceJob(
+        job_id=row["job_id"],
+        device_id=row["device_id"],
+        job_type=JobType(row["job_type"]),
+        status=DeviceJobStatus(row["status"]),
+        created_time=row["created_time"],
+        last_updated_time=row["last_updated_time"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        outcome=None if outcome is None else _json_object(outcome),
+        error=None if error is None else _json_object(error),
     )
 
 

@@ -13,15 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.domain.clock import Clock, SystemClock
 from hub.domain.devices import ConnectionState, Device
+from hub.domain.jobs import DeviceJob
+from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
 from hub.domain.twin import Twin
 from hub.engine.ports import PresenceUpdate
 from hub.errors import ConcurrencyConflictError, DeviceAlreadyExistsError, DeviceNotFoundError
+from hub.query.ast import Expr, Query
 from hub.storage.engines import create_engine
 from hub.storage.failures import translate_errors
 from hub.storage.mappers import (
     device_from_row,
     device_identity_values,
+    device_job_values,
     new_device_values,
     policy_from_row,
     policy_values,
@@ -29,12 +33,14 @@ from hub.storage.mappers import (
     twin_values,
 )
 from hub.storage.migrate import upgrade
-from hub.storage.tables import UtcDateTime, access_policies_table, devices_table
+from hub.storage.query import SqlQueries
+from hub.storage.tables import UtcDateTime, access_policies_table, device_jobs_table, devices_table
 
 __all__ = ["SqlStore"]
 
 _devices = devices_table
 _policies = access_policies_table
+_device_jobs = device_jobs_table
 
 _DEVICE_COLUMNS = tuple(
     _devices.c[name]
@@ -128,6 +134,7 @@ class SqlStore:
         self._engine = engine
         self._clock: Clock = clock or SystemClock()
         self._dialect = engine.dialect.name
+        self._queries = SqlQueries(engine)
 
     @classmethod
     @asynccontextmanager
@@ -321,6 +328,42 @@ class SqlStore:
         statement = self._insert_ignoring_conflicts(_policies, _policies.c.name)
         async with self._begin() as connection:
             await connection.execute(statement, rows)
+
+    # -- device jobs ---------------------------------------------------------------------
+
+    async def add_device_jobs(self, jobs: Sequence[DeviceJob]) -> set[tuple[str, str]]:
+        """Insert device job records in one transaction; return the (job_id, device_id) keys
+        that already existed (those are not written)."""
+        if not jobs:
+            return set()
+        by_key: dict[tuple[str, str], dict[str, Any]] = {}
+        for job in jobs:
+            by_key.setdefault((job.job_id, job.device_id), device_job_values(job))
+        rows = list(by_key.values())
+        keys = [_device_jobs.c.job_id, _device_jobs.c.device_id]
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        statement = insert(_device_jobs).on_conflict_do_nothing(index_elements=keys).returning(*keys)
+        async with self._begin() as connection:
+            inserted = {(job_id, device_id) for job_id, device_id in (await connection.execute(statement, rows))}
+        return {(row["job_id"], row["device_id"]) for row in rows} - inserted
+
+    # -- queries -------------------------------------------------------------------------
+
+    async def query_twins(self, condition: Expr | None, *, after: str | None, limit: int) -> list[Twin]:
+        return await self._queries.query_twins(condition, after=after, limit=limit)
+
+    async def query_device_jobs(
+        self, condition: Expr | None, *, after: tuple[str, str] | None, limit: int
+    ) -> list[DeviceJob]:
+        return await self._queries.query_device_jobs(condition, after=after, limit=limit)
+
+    async def aggregate(self, query: Query) -> list[JsonObject]:
+        return await self._queries.aggregate(query)
+
+    async def reindex(self) -> None:
+        """Refresh the query planner's statistics (after bulk loads that bypass the store)."""
+        async with self._begin() as connection:
+            await connection.execute(sa.text("ANALYZE"))
 
     # -- health --------------------------------------------------------------------------
 

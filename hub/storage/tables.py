@@ -12,10 +12,13 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "JSON_TYPE",
+    "NULLABLE_JSON_TYPE",
     "AccessPolicyRow",
+    "DeviceJobRow",
     "DeviceRow",
     "UtcDateTime",
     "access_policies_table",
+    "device_jobs_table",
     "devices_table",
     "metadata",
 ]
@@ -23,8 +26,12 @@ __all__ = [
 # The twin query compiler targets SQLite json_extract and PostgreSQL jsonb operators.
 JSON_TYPE = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
+# For optional documents: None is SQL NULL, not the JSON text 'null'.
+NULLABLE_JSON_TYPE = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
 # Byte order on PostgreSQL too, so device_id order and paging match SQLite's BINARY collation.
 _ID_TYPE = sa.String(128).with_variant(postgresql.VARCHAR(128, collation="C"), "postgresql")
+_JOB_ID_TYPE = sa.String(64).with_variant(postgresql.VARCHAR(64, collation="C"), "postgresql")
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -49,12 +56,26 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
 
 
 class DeviceRow(SQLModel, table=True):
-    """Identity and twin of one device in one row, so twin queries never join."""
+    """Identity and twin of one device in one row, so twin queries never join.
+
+    On SQLite, migration 0002 also keeps ``device_tag_values`` (every string in each twin's
+    tags, hub.query.sql.TAG_VALUES_TABLE) up to date with triggers on this table; it is no
+    model because the store never writes it."""
 
     __tablename__ = "devices"
     __table_args__ = (
         sa.Index("ix_devices_status", "status"),
         sa.Index("ix_devices_connection_state", "connection_state"),
+        # GIN over tags serves the twin query compiler's `tags @> {...}` prefilter for tag
+        # equality on PostgreSQL. SQLite has no use for it: there the same name is an empty
+        # partial index (WHERE 0), so that one table definition matches both databases.
+        sa.Index(
+            "ix_devices_tags",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+            sqlite_where=sa.false(),
+        ),
     )
 
     device_id: str = Field(sa_column=sa.Column(_ID_TYPE, primary_key=True))
@@ -80,6 +101,30 @@ class DeviceRow(SQLModel, table=True):
     reported_version: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     twin_version: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     twin_revision: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # The twin etag (hub.domain.devices.etag_of(twin_revision)), kept so that queries can read it.
+    etag: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+
+
+class DeviceJobRow(SQLModel, table=True):
+    """One device's part in one job (hub.domain.jobs.DeviceJob); what ``devices.jobs`` queries."""
+
+    __tablename__ = "device_jobs"
+    __table_args__ = (
+        # deviceId-ordered paging of devices.jobs queries, and one job's devices by status.
+        sa.Index("ix_device_jobs_device_job", "device_id", "job_id"),
+        sa.Index("ix_device_jobs_job_status", "job_id", "status"),
+    )
+
+    job_id: str = Field(sa_column=sa.Column(_JOB_ID_TYPE, primary_key=True))
+    device_id: str = Field(sa_column=sa.Column(_ID_TYPE, primary_key=True))
+    job_type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    created_time: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    last_updated_time: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    start_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    end_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    outcome: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
+    error: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
 
 
 class AccessPolicyRow(SQLModel, table=True):
@@ -96,3 +141,4 @@ class AccessPolicyRow(SQLModel, table=True):
 metadata: sa.MetaData = SQLModel.metadata
 devices_table: sa.Table = DeviceRow.__table__  # type: ignore[attr-defined]
 access_policies_table: sa.Table = AccessPolicyRow.__table__  # type: ignore[attr-defined]
+device_jobs_table: sa.Table = DeviceJobRow.__table__  # type: ignore[attr-defined]

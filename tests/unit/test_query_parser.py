@@ -1273,3 +1273,10 @@ def test_messages_never_hold_text_that_cannot_be_encoded() -> None:
     error = error_of("SELECT * FROM devices WHERE tags.x = 1 \ud800")
     error.message.encode("utf-8")
     assert re.search(r"found '\\ud800'", error.message)
+
+
+@pytest.mark.parametrize("condition", ['tags.[[a"b]] = 1', "properties.reported.[[x\\y]] = 1"])
+def test_names_sql_cannot_spell_are_refused_at_parse_time(condition: str) -> None:
+    # A job's queryCondition must fail when the job is created, not when it starts.
+    with pytest.raises(QuerySyntaxError, match="unsupported character in property name"):
+        parse_condition(condition)

@@ -1,0 +1,38 @@
+"""Twin and device-job queries: ``POST /devices/query``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header
+from fastapi.responses import JSONResponse
+
+from hub.api.deps import ServicesDep, TwinReader
+from hub.engine.query import page_size_of
+from hub.errors import BadRequestError
+
+router = APIRouter(tags=["query"])
+
+
+@router.post("/devices/query")
+async def query_devices(
+    body: Annotated[dict[str, Any], Body()],
+    services: ServicesDep,
+    _: TwinReader,
+    x_ms_max_item_count: Annotated[str | None, Header()] = None,
+    x_ms_continuation: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Run IoT Hub's query language over twins (``FROM devices``) or job results
+    (``FROM devices.jobs``); pages by ``x-ms-max-item-count`` and ``x-ms-continuation``."""
+    if "query" not in body:
+        raise BadRequestError('body must be {"query": "SELECT ..."}')
+    page = await services.query.run(
+        body["query"], page_size=page_size_of(x_ms_max_item_count), continuation=x_ms_continuation
+    )
+    headers = {"x-ms-item-type": page.item_type.value}
+    if page.continuation:
+        headers["x-ms-continuation"] = page.continuation
+    return JSONResponse(content=page.items, headers=headers)
+
+
+__all__ = ["router"]
