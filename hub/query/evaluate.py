@@ -53,7 +53,6 @@ import json
 import math
 import string
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import replace
 from enum import Enum
 from typing import Final, TypeAlias, TypeGuard, assert_never
 
@@ -78,6 +77,7 @@ from hub.query.ast import (
     UnaryOp,
     UnaryOperator,
 )
+from hub.query.check import without_positions
 
 __all__ = ["UNDEFINED", "Undefined", "Value", "evaluate", "matches", "project", "resolve", "run_query"]
 
@@ -423,21 +423,6 @@ def _group_sort_key(value: Value) -> _GroupSortKey:
     return (5 if isinstance(value, list) else 6, text)
 
 
-def _strip_positions(expr: Expr) -> Expr:
-    if isinstance(expr, Field | Literal):
-        return replace(expr, position=0)
-    if isinstance(expr, UnaryOp):
-        return replace(expr, operand=_strip_positions(expr.operand), position=0)
-    if isinstance(expr, BinaryOp):
-        return replace(expr, left=_strip_positions(expr.left), right=_strip_positions(expr.right), position=0)
-    if isinstance(expr, InList):
-        items = tuple(replace(item, position=0) for item in expr.items)
-        return replace(expr, operand=_strip_positions(expr.operand), items=items, position=0)
-    if isinstance(expr, Call):
-        return replace(expr, args=tuple(_strip_positions(arg) for arg in expr.args), position=0)
-    assert_never(expr)
-
-
 def _aggregate(call: AggregateCall, rows: list[JsonObject]) -> Value:
     if call.arg is None:
         if call.function is not AggregateFunction.COUNT:
@@ -477,12 +462,12 @@ def _grouped(query: Query, rows: list[JsonObject]) -> list[JsonObject]:
     if isinstance(query.select, Star):
         raise QuerySyntaxError("SELECT * cannot be grouped; select the GROUP BY expressions or aggregates")
     projections: tuple[Projection, ...] = query.select
-    group_exprs = [_strip_positions(expr) for expr in query.group_by]
+    group_exprs = [without_positions(expr) for expr in query.group_by]
     key_index: dict[int, int] = {}
     for index, projection in enumerate(projections):
         if isinstance(projection.expr, AggregateCall):
             continue
-        stripped = _strip_positions(projection.expr)
+        stripped = without_positions(projection.expr)
         if stripped not in group_exprs:
             raise QuerySyntaxError(
                 "a selected expression must be an aggregate or one of the GROUP BY expressions",

@@ -73,7 +73,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Final, assert_never
 
@@ -97,6 +97,7 @@ from hub.query.ast import (
     UnaryOp,
     UnaryOperator,
 )
+from hub.query.check import without_positions
 
 __all__ = [
     "DEVICES_TABLE",
@@ -1181,28 +1182,13 @@ class AggregateOutput:
     counts_defined: bool = False
 
 
-def _without_positions(expr: Expr) -> Expr:
-    if isinstance(expr, Field | Literal):
-        return replace(expr, position=0)
-    if isinstance(expr, UnaryOp):
-        return replace(expr, operand=_without_positions(expr.operand), position=0)
-    if isinstance(expr, BinaryOp):
-        return replace(expr, left=_without_positions(expr.left), right=_without_positions(expr.right), position=0)
-    if isinstance(expr, InList):
-        items = tuple(replace(item, position=0) for item in expr.items)
-        return replace(expr, operand=_without_positions(expr.operand), items=items, position=0)
-    if isinstance(expr, Call):
-        return replace(expr, args=tuple(_without_positions(arg) for arg in expr.args), position=0)
-    assert_never(expr)
-
-
 def aggregate_outputs(query: Query) -> tuple[AggregateOutput, ...]:
     """The projections of a query with aggregates or GROUP BY, in select order; raises
     QuerySyntaxError for what the evaluator refuses (SELECT * grouped, a plain projection
     that is not a GROUP BY expression, an aggregate without its argument)."""
     if isinstance(query.select, Star):
         raise QuerySyntaxError("SELECT * cannot be grouped; select the GROUP BY expressions or aggregates")
-    groups = [_without_positions(expr) for expr in query.group_by]
+    groups = [without_positions(expr) for expr in query.group_by]
     outputs: list[AggregateOutput] = []
     for index, projection in enumerate(query.select):
         key = projection.key(index)
@@ -1215,7 +1201,7 @@ def aggregate_outputs(query: Query) -> tuple[AggregateOutput, ...]:
                 AggregateOutput(key, function=call.function, column=f"a{index}", counts_defined=counts_defined)
             )
             continue
-        stripped = _without_positions(projection.expr)
+        stripped = without_positions(projection.expr)
         if stripped not in groups:
             raise QuerySyntaxError(
                 "a selected expression must be an aggregate or one of the GROUP BY expressions",
