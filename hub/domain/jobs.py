@@ -1,15 +1,37 @@
-"""Jobs: per-device job records (what ``devices.jobs`` queries return)."""
+"""Jobs: requests and their validation, job and device statuses with their transitions,
+statistics, and per-device job records (what ``devices.jobs`` queries return)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from hub.domain.json import JsonObject
-from hub.domain.twin import isoformat
+from hub.domain.json import JsonObject, JsonValue
+from hub.domain.methods import MethodRequest
+from hub.domain.twin import Section, isoformat, validate_section
+from hub.errors import BadRequestError
 
-__all__ = ["DeviceJob", "DeviceJobStatus", "JobType", "device_job_document"]
+__all__ = [
+    "DEFAULT_MAX_EXECUTION_SECONDS",
+    "DeviceJob",
+    "DeviceJobStatistics",
+    "DeviceJobStatus",
+    "JobRequest",
+    "JobStatus",
+    "JobType",
+    "check_device_transition",
+    "check_job_transition",
+    "device_job_document",
+    "parse_start_time",
+    "validate_job_id",
+    "validate_twin_patch",
+]
+
+DEFAULT_MAX_EXECUTION_SECONDS = 3600
+_JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 class JobType(StrEnum):
@@ -24,6 +46,216 @@ class DeviceJobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (DeviceJobStatus.COMPLETED, DeviceJobStatus.FAILED, DeviceJobStatus.CANCELED)
+
+
+class JobStatus(StrEnum):
+    """IoT Hub's spelling: the job is ``cancelled``, a device's part in it ``canceled``."""
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+_JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    # scheduled -> queued: the start time came while maxActiveJobs were already running.
+    JobStatus.QUEUED: frozenset({JobStatus.SCHEDULED, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.SCHEDULED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+_DEVICE_TRANSITIONS: dict[DeviceJobStatus, frozenset[DeviceJobStatus]] = {
+    DeviceJobStatus.PENDING: frozenset(
+        {
+            DeviceJobStatus.SCHEDULED,
+            DeviceJobStatus.RUNNING,
+            DeviceJobStatus.COMPLETED,
+            DeviceJobStatus.FAILED,
+            DeviceJobStatus.CANCELED,
+        }
+    ),
+    DeviceJobStatus.SCHEDULED: frozenset(
+        {
+            DeviceJobStatus.PENDING,
+            DeviceJobStatus.RUNNING,
+            DeviceJobStatus.COMPLETED,
+            DeviceJobStatus.FAILED,
+            DeviceJobStatus.CANCELED,
+        }
+    ),
+    # A call in flight when the job is cancelled finishes: running never becomes canceled.
+    DeviceJobStatus.RUNNING: frozenset({DeviceJobStatus.PENDING, DeviceJobStatus.COMPLETED, DeviceJobStatus.FAILED}),
+    DeviceJobStatus.COMPLETED: frozenset(),
+    DeviceJobStatus.FAILED: frozenset(),
+    DeviceJobStatus.CANCELED: frozenset(),
+}
+
+
+def check_job_transition(current: JobStatus, new: JobStatus) -> JobStatus:
+    """The one place job status changes are allowed or refused (ValueError: a bug, not bad input)."""
+    if new not in _JOB_TRANSITIONS[current]:
+        raise ValueError(f"job status cannot go from {current} to {new}")
+    return new
+
+
+def check_device_transition(current: DeviceJobStatus, new: DeviceJobStatus) -> DeviceJobStatus:
+    if new not in _DEVICE_TRANSITIONS[current]:
+        raise ValueError(f"device job status cannot go from {current} to {new}")
+    return new
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceJobStatistics:
+    device_count: int = 0
+    pending_count: int = 0
+    running_count: int = 0
+    succeeded_count: int = 0
+    failed_count: int = 0
+    canceled_count: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """Every device is terminal (a job with no devices is finished at once)."""
+        return self.pending_count == 0 and self.running_count == 0
+
+    def document(self) -> JsonObject:
+        return {
+            "deviceCount": self.device_count,
+            "failedCount": self.failed_count,
+            "succeededCount": self.succeeded_count,
+            "runningCount": self.running_count,
+            "pendingCount": self.pending_count,
+            "canceledCount": self.canceled_count,
+        }
+
+
+def validate_job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise BadRequestError(f"jobId {job_id!r} is invalid: use 1-64 ASCII letters, digits or '-'")
+    return job_id
+
+
+def parse_start_time(value: object, now: datetime) -> datetime:
+    """ISO-8601 (``Z`` or an offset; a time without a zone is taken as UTC); absent means now."""
+    if value is None or value == "":
+        return now
+    if not isinstance(value, str):
+        raise BadRequestError(f"startTime must be an ISO-8601 string, got {value!r}")
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise BadRequestError(f"startTime {value!r} is not an ISO-8601 date and time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_PATCH_KEYS = frozenset({"tags", "properties", "etag", "deviceId"})
+
+
+def validate_twin_patch(patch: object) -> JsonObject:
+    """A job's ``updateTwin``: only ``tags`` and ``properties.desired`` (plus the ``"etag": "*"``
+    and ``deviceId`` the SDKs send along); keys whose value is null are ignored."""
+    if not isinstance(patch, dict):
+        raise BadRequestError("updateTwin must be a JSON object")
+    present = {k: v for k, v in patch.items() if v is not None}
+    unknown = sorted(set(present) - _PATCH_KEYS)
+    if unknown:
+        raise BadRequestError(f"updateTwin may change only tags and properties.desired, not {', '.join(unknown)}")
+    etag = present.get("etag")
+    if etag is not None and etag != "*":
+        raise BadRequestError("updateTwin jobs are forced updates: etag must be '*' or absent")
+    result: JsonObject = {}
+    if "tags" in present:
+        result["tags"] = validate_section(present["tags"], Section.TAGS)
+    properties = present.get("properties")
+    if properties is not None:
+        if not isinstance(properties, dict):
+            raise BadRequestError("updateTwin.properties must be a JSON object")
+        others = sorted(k for k, v in properties.items() if k != "desired" and v is not None)
+        if others:
+            raise BadRequestError(f"updateTwin may change only properties.desired, not properties.{others[0]}")
+        desired = properties.get("desired")
+        if desired is not None:
+            result["properties"] = {"desired": validate_section(desired, Section.DESIRED)}
+    if not result:
+        raise BadRequestError("updateTwin changes nothing: give tags or properties.desired")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A validated job request; exactly one of ``method`` and ``twin_patch`` is set, as ``job_type`` says."""
+
+    job_id: str
+    job_type: JobType
+    query_condition: str
+    start_time: datetime
+    max_execution_seconds: int
+    method: MethodRequest | None = None
+    twin_patch: JsonObject | None = None
+
+    @classmethod
+    def create(cls, job_id: object, body: Mapping[str, JsonValue], now: datetime) -> JobRequest:
+        """Validate a ``PUT /jobs/v2/{jobId}`` body field by field; BadRequestError names the field.
+        The query condition's syntax is checked by the caller (hub.query), which owns the language."""
+        validate_job_id(job_id)
+        assert isinstance(job_id, str)
+        body_id = body.get("jobId")
+        if body_id is not None and body_id != job_id:
+            raise BadRequestError(f"jobId {body_id!r} in the body differs from {job_id!r} in the URL")
+        try:
+            job_type = JobType(str(body.get("type")))
+        except ValueError:
+            raise BadRequestError(
+                f"type must be one of {', '.join(t.value for t in JobType)}, got {body.get('type')!r}"
+            ) from None
+        method_body, patch_body = body.get("cloudToDeviceMethod"), body.get("updateTwin")
+        if (method_body is None) == (patch_body is None):
+            raise BadRequestError("give exactly one of cloudToDeviceMethod and updateTwin")
+        method: MethodRequest | None = None
+        patch: JsonObject | None = None
+        if job_type is JobType.DEVICE_METHOD:
+            if not isinstance(method_body, dict):
+                raise BadRequestError("scheduleDeviceMethod needs cloudToDeviceMethod (a JSON object)")
+            method = MethodRequest.create(
+                method_body.get("methodName"),
+                method_body.get("payload"),
+                method_body.get("responseTimeoutInSeconds"),
+                method_body.get("connectTimeoutInSeconds"),
+            )
+        else:
+            if patch_body is None:
+                raise BadRequestError("scheduleUpdateTwin needs updateTwin")
+            patch = validate_twin_patch(patch_body)
+        condition = body.get("queryCondition")
+        if not isinstance(condition, str) or not condition.strip():
+            raise BadRequestError("queryCondition must be a WHERE condition or '*'")
+        max_seconds = body.get("maxExecutionTimeInSeconds")
+        if max_seconds is None:
+            max_seconds = DEFAULT_MAX_EXECUTION_SECONDS
+        if isinstance(max_seconds, bool) or not isinstance(max_seconds, int) or max_seconds <= 0:
+            raise BadRequestError(f"maxExecutionTimeInSeconds must be a positive integer, got {max_seconds!r}")
+        return cls(
+            job_id,
+            job_type,
+            condition.strip(),
+            parse_start_time(body.get("startTime"), now),
+            max_seconds,
+            method,
+            patch,
+        )
 
 
 @dataclass(frozen=True, slots=True)
