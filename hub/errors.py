@@ -11,8 +11,10 @@
     +-- NotFoundError                (404)
     |   +-- DeviceNotFoundError      DeviceNotFound
     |   +-- DeviceNotOnlineError     DeviceNotOnline
+    |   +-- JobNotFoundError         JobNotFound
     +-- ConflictError                (409)
     |   +-- DeviceAlreadyExistsError DeviceAlreadyExists
+    |   +-- JobAlreadyExistsError    JobAlreadyExists
     +-- PreconditionFailedError      PreconditionFailed (412, etag mismatch)
     +-- ConcurrencyConflictError     internal: a versioned write lost a race; callers retry
     +-- GatewayTimeoutError          GatewayTimeout (504, no reply from the device in time)
@@ -40,6 +42,8 @@ __all__ = [
     "GatewayTimeoutError",
     "HubError",
     "InvalidDeviceIdError",
+    "JobAlreadyExistsError",
+    "JobNotFoundError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PreconditionFailedError",
@@ -108,12 +112,20 @@ class DeviceNotOnlineError(NotFoundError):
     code = "DeviceNotOnline"
 
 
+class JobNotFoundError(NotFoundError):
+    code = "JobNotFound"
+
+
 class ConflictError(HubError):
     code = "Conflict"
 
 
 class DeviceAlreadyExistsError(ConflictError):
     code = "DeviceAlreadyExists"
+
+
+class JobAlreadyExistsError(ConflictError):
+    code = "JobAlreadyExists"
 
 
 class PreconditionFailedError(HubError):

@@ -10,6 +10,7 @@
     +-- NotFoundError                404
     |   +-- DeviceNotFoundError      404 DeviceNotFound
     |   +-- DeviceNotOnlineError     404 DeviceNotOnline
+    |   +-- JobNotFoundError         404 JobNotFound
     +-- ConflictError                409
     |   +-- DeviceAlreadyExistsError 409 DeviceAlreadyExists
     |   +-- JobAlreadyExistsError    409 JobAlreadyExists
@@ -48,6 +49,7 @@ __all__ = [
     "ForbiddenError",
     "GatewayTimeoutError",
     "JobAlreadyExistsError",
+    "JobNotFoundError",
     "NotFoundError",
     "PreconditionFailedError",
     "ServerError",
@@ -123,6 +125,10 @@ class DeviceNotOnlineError(NotFoundError):
     default_code = hub_errors.DeviceNotOnlineError.code
 
 
+class JobNotFoundError(NotFoundError):
+    default_code = hub_errors.JobNotFoundError.code
+
+
 class ConflictError(FleetHubError):
     default_code = hub_errors.ConflictError.code
 
@@ -132,8 +138,7 @@ class DeviceAlreadyExistsError(ConflictError):
 
 
 class JobAlreadyExistsError(ConflictError):
-    # Named by DESIGN.md (jobs); hub.errors does not define it yet.
-    default_code = "JobAlreadyExists"
+    default_code = hub_errors.JobAlreadyExistsError.code
 
 
 class PreconditionFailedError(FleetHubError):
@@ -174,6 +179,7 @@ _BY_CODE: dict[str, type[FleetHubError]] = {
         ConflictError,
         DeviceAlreadyExistsError,
         JobAlreadyExistsError,
+        JobNotFoundError,
         PreconditionFailedError,
         ThrottlingError,
         DeviceReplyError,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from hub.domain.json import JsonObject, JsonValue
@@ -19,6 +19,9 @@ __all__ = [
     "DeviceJob",
     "DeviceJobStatistics",
     "DeviceJobStatus",
+    "Job",
+    "JobEvent",
+    "JobEventKind",
     "JobRequest",
     "JobStatus",
     "JobType",
@@ -295,3 +298,67 @@ def device_job_document(job: DeviceJob) -> JsonObject:
     if job.error is not None:
         doc["error"] = job.error
     return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as the store keeps it. ``end_time`` is None until the job is terminal;
+    ``device_count`` is set when the device set is resolved at start; ``acquired_by`` /
+    ``acquired_until`` are the lease of the node running it; ``revision`` versions updates."""
+
+    job_id: str
+    job_type: JobType
+    status: JobStatus
+    query_condition: str
+    created_time: datetime
+    start_time: datetime
+    max_execution_seconds: int
+    end_time: datetime | None = None
+    method: MethodRequest | None = None
+    twin_patch: JsonObject | None = None
+    failure_reason: str | None = None
+    status_message: str | None = None
+    device_count: int = 0
+    acquired_by: str | None = None
+    acquired_until: datetime | None = None
+    revision: int = 1
+
+    @property
+    def deadline(self) -> datetime:
+        return self.start_time + timedelta(seconds=self.max_execution_seconds)
+
+    @classmethod
+    def from_request(cls, request: JobRequest, now: datetime) -> Job:
+        """A new job for ``request``: scheduled when it starts later, otherwise queued."""
+        status = JobStatus.SCHEDULED if request.start_time > now else JobStatus.QUEUED
+        return cls(
+            job_id=request.job_id,
+            job_type=request.job_type,
+            status=status,
+            query_condition=request.query_condition,
+            created_time=now,
+            start_time=request.start_time,
+            max_execution_seconds=request.max_execution_seconds,
+            method=request.method,
+            twin_patch=request.twin_patch,
+        )
+
+
+class JobEventKind(StrEnum):
+    STATUS_CHANGED = "statusChanged"
+    DEVICE_FAILED = "deviceFailed"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One entry of a job's history; ``sequence`` is assigned by the store (0 until stored)
+    and orders a job's events."""
+
+    job_id: str
+    at: datetime
+    kind: JobEventKind
+    message: str
+    device_id: str | None = None
+    data: JsonObject | None = None
+    sequence: int = 0

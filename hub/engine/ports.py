@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Protocol
 
 from hub.domain.devices import ConnectionState, Device
-from hub.domain.jobs import DeviceJob
+from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus, Job, JobEvent, JobStatus, JobType
 from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
 from hub.domain.twin import Twin
@@ -31,6 +31,7 @@ __all__ = [
     "DeviceEvents",
     "DeviceLink",
     "DeviceStore",
+    "JobStore",
     "PolicyStore",
     "PresenceStore",
     "PresenceUpdate",
@@ -137,7 +138,88 @@ class QueryStore(Protocol):
         ...
 
 
-class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, QueryStore, Protocol):
+class JobStore(Protocol):
+    """Jobs, their per-device records and their event history. Each method is one
+    transaction; batch methods are never a transaction per row.
+
+    Several nodes may share one database: a node runs a job only while it holds the job's
+    lease (``acquired_by`` / ``acquired_until``), taken with ``acquire_jobs`` and renewed or
+    released through ``update_job``."""
+
+    async def add_job(self, job: Job) -> Job:
+        """Insert a job; JobAlreadyExistsError when the id is taken."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job:
+        """The job; JobNotFoundError when there is none."""
+        ...
+
+    async def list_jobs(
+        self,
+        *,
+        job_type: JobType | None = None,
+        status: JobStatus | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs in job_id order, starting after ``after``, optionally of one type and status."""
+        ...
+
+    async def update_job(self, job: Job, *, expected_revision: int) -> Job:
+        """Write every mutable field of ``job`` when the stored revision is ``expected_revision``;
+        the stored and returned revision is ``expected_revision + 1``. ConcurrencyConflictError
+        when the revision differs, JobNotFoundError when the job is gone."""
+        ...
+
+    async def acquire_jobs(
+        self, *, node_id: str, now: datetime, lease_seconds: float, limit: int, statuses: Sequence[JobStatus]
+    ) -> list[Job]:
+        """Lease up to ``limit`` jobs in ``statuses`` whose lease is free, expired (before
+        ``now``) or already this node's: they get ``acquired_by = node_id`` and
+        ``acquired_until = now + lease_seconds`` (and a new revision). Concurrent callers never
+        receive the same job (PostgreSQL: ``FOR UPDATE SKIP LOCKED``). Jobs in start_time order."""
+        ...
+
+    async def add_device_jobs(self, jobs: Sequence[DeviceJob]) -> set[tuple[str, str]]:
+        """Insert device records; return the (job_id, device_id) keys that already existed
+        (those are not written)."""
+        ...
+
+    async def update_device_jobs(self, updates: Sequence[DeviceJob]) -> None:
+        """Write status, last_updated_time, start_time, end_time, outcome and error of existing
+        records keyed by (job_id, device_id); unknown keys are ignored."""
+        ...
+
+    async def list_device_jobs(
+        self, job_id: str, *, status: DeviceJobStatus | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[DeviceJob]:
+        """One job's device records in device_id order, starting after the device id ``after``."""
+        ...
+
+    async def count_device_jobs(self, job_id: str) -> DeviceJobStatistics:
+        """The job's device records counted by status in one query; ``pending_count`` covers
+        pending and scheduled, ``succeeded_count`` completed."""
+        ...
+
+    async def pending_device_ids(self, job_id: str, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Ids of the job's devices still pending (or scheduled), in device_id order after ``after``."""
+        ...
+
+    async def add_job_events(self, events: Sequence[JobEvent]) -> list[JobEvent]:
+        """Append events; return them with the sequence the store assigned (increasing in input order)."""
+        ...
+
+    async def list_job_events(self, job_id: str, *, after_sequence: int = 0, limit: int = 1000) -> list[JobEvent]:
+        """One job's events in sequence order, those with a sequence above ``after_sequence``."""
+        ...
+
+    async def purge_jobs(self, finished_before: datetime) -> int:
+        """Delete terminal jobs that ended before ``finished_before`` with their device records
+        and events; return how many jobs were deleted."""
+        ...
+
+
+class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, QueryStore, JobStore, Protocol):
     async def ping(self) -> None:
         """Raise ServiceUnavailableError when the database cannot be reached."""
         ...

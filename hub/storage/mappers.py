@@ -7,8 +7,9 @@ from typing import Any
 from sqlalchemy import RowMapping
 
 from hub.domain.devices import ConnectionState, Device, DeviceStatus, SymmetricKeys, etag_of
-from hub.domain.jobs import DeviceJob, DeviceJobStatus, JobType
+from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventKind, JobStatus, JobType
 from hub.domain.json import JsonObject
+from hub.domain.methods import MethodRequest
 from hub.domain.policies import AccessPolicy, Right
 from hub.domain.twin import PropertySet, Twin
 
@@ -17,6 +18,10 @@ __all__ = [
     "device_identity_values",
     "device_job_from_row",
     "device_job_values",
+    "job_event_from_row",
+    "job_event_values",
+    "job_from_row",
+    "job_values",
     "new_device_values",
     "policy_from_row",
     "policy_values",
@@ -87,7 +92,7 @@ def new_device_values(device: Device) -> dict[str, Any]:
 def _json_object(value: Any) -> JsonObject:
     # A JSON column holding anything but an object means the row was written outside the store.
     if not isinstance(value, dict):
-        raise TypeError(f"expected a JSON object in a twin column, got {type(value).__name__}")
+        raise TypeError(f"expected a JSON object in a JSON column, got {type(value).__name__}")
     return value
 
 
@@ -139,6 +144,92 @@ def device_job_from_row(row: RowMapping) -> DeviceJob:
         end_time=row["end_time"],
         outcome=None if outcome is None else _json_object(outcome),
         error=None if error is None else _json_object(error),
+    )
+
+
+def _method_document(method: MethodRequest) -> JsonObject:
+    return {
+        "methodName": method.method_name,
+        "payload": method.payload,
+        "responseTimeoutInSeconds": method.response_timeout,
+        "connectTimeoutInSeconds": method.connect_timeout,
+    }
+
+
+def _method_from_document(document: JsonObject) -> MethodRequest:
+    # Not MethodRequest.create: a stored request was validated when it came in.
+    response_timeout, connect_timeout = document["responseTimeoutInSeconds"], document["connectTimeoutInSeconds"]
+    name = document["methodName"]
+    if not isinstance(name, str) or not isinstance(response_timeout, int) or not isinstance(connect_timeout, int):
+        raise TypeError("the stored method request is malformed")
+    return MethodRequest(name, document.get("payload"), response_timeout, connect_timeout)
+
+
+def job_values(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "job_type": job.job_type.value,
+        "status": job.status.value,
+        "query_condition": job.query_condition,
+        "created_time": job.created_time,
+        "start_time": job.start_time,
+        "end_time": job.end_time,
+        "max_execution_seconds": job.max_execution_seconds,
+        "method": None if job.method is None else _method_document(job.method),
+        "twin_patch": job.twin_patch,
+        "failure_reason": job.failure_reason,
+        "status_message": job.status_message,
+        "device_count": job.device_count,
+        "acquired_by": job.acquired_by,
+        "acquired_until": job.acquired_until,
+        "revision": job.revision,
+    }
+
+
+def job_from_row(row: RowMapping) -> Job:
+    method, patch = row["method"], row["twin_patch"]
+    return Job(
+        job_id=row["job_id"],
+        job_type=JobType(row["job_type"]),
+        status=JobStatus(row["status"]),
+        query_condition=row["query_condition"],
+        created_time=row["created_time"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        max_execution_seconds=row["max_execution_seconds"],
+        method=None if method is None else _method_from_document(_json_object(method)),
+        twin_patch=None if patch is None else _json_object(patch),
+        failure_reason=row["failure_reason"],
+        status_message=row["status_message"],
+        device_count=row["device_count"],
+        acquired_by=row["acquired_by"],
+        acquired_until=row["acquired_until"],
+        revision=row["revision"],
+    )
+
+
+def job_event_values(event: JobEvent) -> dict[str, Any]:
+    """Without ``sequence``: the database assigns it."""
+    return {
+        "job_id": event.job_id,
+        "at": event.at,
+        "kind": event.kind.value,
+        "device_id": event.device_id,
+        "message": event.message,
+        "data": event.data,
+    }
+
+
+def job_event_from_row(row: RowMapping) -> JobEvent:
+    data = row["data"]
+    return JobEvent(
+        job_id=row["job_id"],
+        at=row["at"],
+        kind=JobEventKind(row["kind"]),
+        message=row["message"],
+        device_id=row["device_id"],
+        data=None if data is None else _json_object(data),
+        sequence=row["sequence"],
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,19 +15,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.domain.clock import Clock, SystemClock
 from hub.domain.devices import ConnectionState, Device
-from hub.domain.jobs import DeviceJob
+from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus, Job, JobEvent, JobStatus, JobType
 from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
 from hub.domain.twin import Twin
 from hub.engine.ports import PresenceUpdate
-from hub.errors import ConcurrencyConflictError, DeviceAlreadyExistsError, DeviceNotFoundError
+from hub.errors import (
+    ConcurrencyConflictError,
+    DeviceAlreadyExistsError,
+    DeviceNotFoundError,
+    JobAlreadyExistsError,
+    JobNotFoundError,
+)
 from hub.query.ast import Expr, Query
 from hub.storage.engines import create_engine
 from hub.storage.failures import translate_errors
 from hub.storage.mappers import (
     device_from_row,
     device_identity_values,
+    device_job_from_row,
     device_job_values,
+    job_event_from_row,
+    job_event_values,
+    job_from_row,
+    job_values,
     new_device_values,
     policy_from_row,
     policy_values,
@@ -34,13 +47,23 @@ from hub.storage.mappers import (
 )
 from hub.storage.migrate import upgrade
 from hub.storage.query import SqlQueries
-from hub.storage.tables import UtcDateTime, access_policies_table, device_jobs_table, devices_table
+from hub.storage.tables import (
+    NULLABLE_JSON_TYPE,
+    UtcDateTime,
+    access_policies_table,
+    device_jobs_table,
+    devices_table,
+    job_events_table,
+    jobs_table,
+)
 
 __all__ = ["SqlStore"]
 
 _devices = devices_table
 _policies = access_policies_table
 _device_jobs = device_jobs_table
+_jobs = jobs_table
+_job_events = job_events_table
 
 _DEVICE_COLUMNS = tuple(
     _devices.c[name]
@@ -106,6 +129,44 @@ _record_presence = (
         ),
     )
 )
+
+
+# One executemany for a batch of device job updates; the b_ names keep clear of the columns'.
+_update_device_job = (
+    sa.update(_device_jobs)
+    .where(
+        _device_jobs.c.job_id == sa.bindparam("b_job_id"),
+        _device_jobs.c.device_id == sa.bindparam("b_device_id"),
+    )
+    .values(
+        status=sa.bindparam("b_status", type_=sa.String(32)),
+        last_updated_time=sa.bindparam("b_last_updated_time", type_=UtcDateTime()),
+        start_time=sa.bindparam("b_start_time", type_=UtcDateTime()),
+        end_time=sa.bindparam("b_end_time", type_=UtcDateTime()),
+        outcome=sa.bindparam("b_outcome", type_=NULLABLE_JSON_TYPE),
+        error=sa.bindparam("b_error", type_=NULLABLE_JSON_TYPE),
+    )
+)
+
+_PENDING_DEVICE_STATUSES = (DeviceJobStatus.PENDING.value, DeviceJobStatus.SCHEDULED.value)
+_TERMINAL_JOB_STATUSES = tuple(status.value for status in JobStatus if status.is_terminal)
+
+
+def _device_job_params(job: DeviceJob) -> dict[str, Any]:
+    return {
+        "b_job_id": job.job_id,
+        "b_device_id": job.device_id,
+        "b_status": job.status.value,
+        "b_last_updated_time": job.last_updated_time,
+        "b_start_time": job.start_time,
+        "b_end_time": job.end_time,
+        "b_outcome": job.outcome,
+        "b_error": job.error,
+    }
+
+
+def _job_not_found(job_id: str) -> JobNotFoundError:
+    return JobNotFoundError(f"Job {job_id!r} does not exist")
 
 
 def _presence_params(update: PresenceUpdate) -> dict[str, Any]:
@@ -346,6 +407,186 @@ class SqlStore:
         async with self._begin() as connection:
             inserted = {(job_id, device_id) for job_id, device_id in (await connection.execute(statement, rows))}
         return {(row["job_id"], row["device_id"]) for row in rows} - inserted
+
+    async def update_device_jobs(self, updates: Sequence[DeviceJob]) -> None:
+        if not updates:
+            return
+        params = [_device_job_params(job) for job in updates]
+        async with self._begin() as connection:
+            await connection.execute(_update_device_job, params)
+
+    async def list_device_jobs(
+        self, job_id: str, *, status: DeviceJobStatus | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[DeviceJob]:
+        query = (
+            sa.select(_device_jobs)
+            .where(_device_jobs.c.job_id == job_id)
+            .order_by(_device_jobs.c.device_id)
+            .limit(limit)
+        )
+        if status is not None:
+            query = query.where(_device_jobs.c.status == status.value)
+        if after is not None:
+            query = query.where(_device_jobs.c.device_id > after)
+        async with self._begin() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [device_job_from_row(row) for row in rows]
+
+    async def count_device_jobs(self, job_id: str) -> DeviceJobStatistics:
+        query = (
+            sa.select(_device_jobs.c.status, sa.func.count())
+            .where(_device_jobs.c.job_id == job_id)
+            .group_by(_device_jobs.c.status)
+        )
+        async with self._begin() as connection:
+            counts = {status: int(count) for status, count in (await connection.execute(query)).all()}
+        return DeviceJobStatistics(
+            device_count=sum(counts.values()),
+            pending_count=sum(counts.get(status, 0) for status in _PENDING_DEVICE_STATUSES),
+            running_count=counts.get(DeviceJobStatus.RUNNING.value, 0),
+            succeeded_count=counts.get(DeviceJobStatus.COMPLETED.value, 0),
+            failed_count=counts.get(DeviceJobStatus.FAILED.value, 0),
+            canceled_count=counts.get(DeviceJobStatus.CANCELED.value, 0),
+        )
+
+    async def pending_device_ids(self, job_id: str, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        query = (
+            sa.select(_device_jobs.c.device_id)
+            .where(_device_jobs.c.job_id == job_id, _device_jobs.c.status.in_(_PENDING_DEVICE_STATUSES))
+            .order_by(_device_jobs.c.device_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(_device_jobs.c.device_id > after)
+        async with self._begin() as connection:
+            return list((await connection.execute(query)).scalars())
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def add_job(self, job: Job) -> Job:
+        statement = (
+            self._insert_ignoring_conflicts(_jobs, _jobs.c.job_id).values(job_values(job)).returning(_jobs.c.job_id)
+        )
+        async with self._begin() as connection:
+            inserted = (await connection.execute(statement)).first()
+        if inserted is None:
+            raise JobAlreadyExistsError(f"Job {job.job_id!r} already exists")
+        return job
+
+    async def get_job(self, job_id: str) -> Job:
+        query = sa.select(_jobs).where(_jobs.c.job_id == job_id)
+        async with self._begin() as connection:
+            row = (await connection.execute(query)).mappings().first()
+        if row is None:
+            raise _job_not_found(job_id)
+        return job_from_row(row)
+
+    async def list_jobs(
+        self,
+        *,
+        job_type: JobType | None = None,
+        status: JobStatus | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        query = sa.select(_jobs).order_by(_jobs.c.job_id).limit(limit)
+        if job_type is not None:
+            query = query.where(_jobs.c.job_type == job_type.value)
+        if status is not None:
+            query = query.where(_jobs.c.status == status.value)
+        if after is not None:
+            query = query.where(_jobs.c.job_id > after)
+        async with self._begin() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [job_from_row(row) for row in rows]
+
+    async def update_job(self, job: Job, *, expected_revision: int) -> Job:
+        values = job_values(job)
+        del values["job_id"]
+        values["revision"] = expected_revision + 1
+        statement = (
+            sa.update(_jobs)
+            .where(_jobs.c.job_id == job.job_id, _jobs.c.revision == expected_revision)
+            .values(values)
+            .returning(*_jobs.c)
+        )
+        async with self._begin() as connection:
+            row = (await connection.execute(statement)).mappings().first()
+            if row is None:
+                query = sa.select(_jobs.c.revision).where(_jobs.c.job_id == job.job_id)
+                actual = (await connection.execute(query)).scalar_one_or_none()
+                if actual is None:
+                    raise _job_not_found(job.job_id)
+                raise ConcurrencyConflictError(
+                    f"Job {job.job_id!r} changed meanwhile: revision {actual}, expected {expected_revision}"
+                )
+        return job_from_row(row)
+
+    async def acquire_jobs(
+        self, *, node_id: str, now: datetime, lease_seconds: float, limit: int, statuses: Sequence[JobStatus]
+    ) -> list[Job]:
+        if limit <= 0 or not statuses:
+            return []
+        available = sa.and_(
+            _jobs.c.status.in_([status.value for status in statuses]),
+            sa.or_(
+                _jobs.c.acquired_until.is_(None),
+                _jobs.c.acquired_until <= now,
+                _jobs.c.acquired_by == node_id,
+            ),
+        )
+        candidates = (
+            sa.select(_jobs.c.job_id).where(available).order_by(_jobs.c.start_time, _jobs.c.job_id).limit(limit)
+        )
+        lease = sa.update(_jobs).values(
+            acquired_by=node_id,
+            acquired_until=now + timedelta(seconds=lease_seconds),
+            revision=_jobs.c.revision + 1,
+        )
+        async with self._begin() as connection:
+            if self._dialect == "postgresql":
+                # Lock the candidates first and skip rows another node is taking: a LIMIT
+                # subquery inside the UPDATE may be run again and take more rows than asked.
+                locked = candidates.with_for_update(skip_locked=True)
+                job_ids = list((await connection.execute(locked)).scalars())
+                statement = lease.where(_jobs.c.job_id.in_(job_ids))
+            else:
+                # SQLite has one writer at a time: a single statement is atomic.
+                statement = lease.where(_jobs.c.job_id.in_(candidates.scalar_subquery()), available)
+            rows = (await connection.execute(statement.returning(*_jobs.c))).mappings().all()
+        jobs = [job_from_row(row) for row in rows]
+        return sorted(jobs, key=lambda job: (job.start_time, job.job_id))
+
+    async def add_job_events(self, events: Sequence[JobEvent]) -> list[JobEvent]:
+        if not events:
+            return []
+        statement = sa.insert(_job_events).returning(_job_events.c.sequence, sort_by_parameter_order=True)
+        async with self._begin() as connection:
+            sequences = list((await connection.execute(statement, [job_event_values(e) for e in events])).scalars())
+        return [replace(event, sequence=sequence) for event, sequence in zip(events, sequences, strict=True)]
+
+    async def list_job_events(self, job_id: str, *, after_sequence: int = 0, limit: int = 1000) -> list[JobEvent]:
+        query = (
+            sa.select(_job_events)
+            .where(_job_events.c.job_id == job_id, _job_events.c.sequence > after_sequence)
+            .order_by(_job_events.c.sequence)
+            .limit(limit)
+        )
+        async with self._begin() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [job_event_from_row(row) for row in rows]
+
+    async def purge_jobs(self, finished_before: datetime) -> int:
+        finished = sa.select(_jobs.c.job_id).where(
+            _jobs.c.status.in_(_TERMINAL_JOB_STATUSES), _jobs.c.end_time < finished_before
+        )
+        async with self._begin() as connection:
+            job_ids = list((await connection.execute(finished)).scalars())
+            for start in range(0, len(job_ids), _IN_CHUNK):
+                chunk = job_ids[start : start + _IN_CHUNK]
+                for table in (_device_jobs, _job_events, _jobs):
+                    await connection.execute(sa.delete(table).where(table.c.job_id.in_(chunk)))
+        return len(job_ids)
 
     # -- queries -------------------------------------------------------------------------
 

@@ -16,10 +16,14 @@ __all__ = [
     "AccessPolicyRow",
     "DeviceJobRow",
     "DeviceRow",
+    "JobEventRow",
+    "JobRow",
     "UtcDateTime",
     "access_policies_table",
     "device_jobs_table",
     "devices_table",
+    "job_events_table",
+    "jobs_table",
     "metadata",
 ]
 
@@ -127,6 +131,48 @@ class DeviceJobRow(SQLModel, table=True):
     error: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
 
 
+class JobRow(SQLModel, table=True):
+    """One job (hub.domain.jobs.Job); ``method`` is the cloudToDeviceMethod document."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.Index("ix_jobs_status", "status"),
+        sa.Index("ix_jobs_type_status", "job_type", "status"),
+    )
+
+    job_id: str = Field(sa_column=sa.Column(_JOB_ID_TYPE, primary_key=True))
+    job_type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    query_condition: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_time: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    start_time: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    end_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    max_execution_seconds: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    method: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
+    twin_patch: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
+    failure_reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    status_message: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    device_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    acquired_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
+    acquired_until: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    revision: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class JobEventRow(SQLModel, table=True):
+    """One entry of a job's history (hub.domain.jobs.JobEvent); ``sequence`` orders them."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (sa.Index("ix_job_events_job_sequence", "job_id", "sequence"),)
+
+    sequence: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=True))
+    job_id: str = Field(sa_column=sa.Column(_JOB_ID_TYPE, nullable=False))
+    at: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    device_id: str | None = Field(default=None, sa_column=sa.Column(_ID_TYPE, nullable=True))
+    message: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    data: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
+
+
 class AccessPolicyRow(SQLModel, table=True):
     """A shared access policy; ``rights`` is the comma-joined sorted right names."""
 
@@ -142,3 +188,5 @@ metadata: sa.MetaData = SQLModel.metadata
 devices_table: sa.Table = DeviceRow.__table__  # type: ignore[attr-defined]
 access_policies_table: sa.Table = AccessPolicyRow.__table__  # type: ignore[attr-defined]
 device_jobs_table: sa.Table = DeviceJobRow.__table__  # type: ignore[attr-defined]
+jobs_table: sa.Table = JobRow.__table__  # type: ignore[attr-defined]
+job_events_table: sa.Table = JobEventRow.__table__  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ EXPECTED = {
     "ForbiddenError",
     "GatewayTimeoutError",
     "JobAlreadyExistsError",
+    "JobNotFoundError",
     "MethodResult",
     "NotFoundError",
     "Page",
