@@ -21,7 +21,7 @@ from job_client.credentials import ServiceCredentials
 from job_client.errors import FleetHubConnectionError, FleetHubError, FleetHubTimeoutError, error_from_response
 from job_client.models import Page
 
-__all__ = ["API_VERSION", "DEFAULT_TIMEOUT", "ServiceHttp", "decode_json", "endpoint_url"]
+__all__ = ["API_VERSION", "DEFAULT_TIMEOUT", "FromConnectionString", "ServiceHttp", "decode_json", "endpoint_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +200,32 @@ class ServiceHttp:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+class FromConnectionString:
+    """Gives a client class ``from_connection_string``: one place for the endpoint, CA and timeout
+    options; the class only says, in ``_over_http``, how it wraps the ``ServiceHttp`` it then owns."""
+
+    @classmethod
+    def _over_http(cls, http: ServiceHttp) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        *,
+        url: str | None = None,
+        ca_cert: str | PathLike[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Self:
+        """A client that owns (and closes) its HTTP core; ``url`` overrides ``https://{HostName}``,
+        ``ca_cert`` is the CA bundle for the hub's certificate, ``transport`` replaces the network."""
+        http = ServiceHttp.from_connection_string(
+            connection_string, url=url, ca_cert=ca_cert, timeout=timeout, transport=transport
+        )
+        return cls._over_http(http)
 
 
 def decode_json(response: httpx.Response) -> Any:

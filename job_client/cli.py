@@ -1,21 +1,26 @@
-"""``fleethub-jobs``: the command line over the SDK (devices, twins and direct methods for now).
-
-Job commands (``jobs create/get/cancel/list``) are added on top of this app by the jobs SDK.
-"""
+"""``fleethub-jobs``: the command line over the SDK: jobs (schedule, follow, results),
+devices, twins, direct methods and queries. ``--json`` on the job commands is for scripts."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from job_client.errors import FleetHubError
-from job_client.models import Device, Twin
+from job_client.jobs import DEFAULT_MAX_EXECUTION_SECONDS, JobClient
+from job_client.models import Device, DeviceJobResult, Job, JobStatus, MethodParams, Twin
 from job_client.registry import RegistryClient
 
 __all__ = ["app", "main"]
@@ -40,6 +45,9 @@ class _Target:
 
     def client(self) -> RegistryClient:
         return RegistryClient.from_connection_string(self.connection_string, url=self.url, ca_cert=self.ca_cert)
+
+    def jobs(self) -> JobClient:
+        return JobClient.from_connection_string(self.connection_string, url=self.url, ca_cert=self.ca_cert)
 
 
 @app.callback()
@@ -170,9 +178,258 @@ def invoke(
 
 
 @app.command("query")
-def query(ctx: typer.Context, sql: str, page_size: Annotated[int, typer.Option(min=1, max=1000)] = 100) -> None:
-    """Run a twin query and print every item."""
+def query(
+    ctx: typer.Context,
+    sql: str,
+    page_size: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output (the default for queries).")] = False,
+) -> None:
+    """Run a twin query (devices or devices.jobs) and print every item as JSON."""
     _run(ctx, lambda c: list(c.query(sql, page_size)))
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@contextmanager
+def _job_client(ctx: typer.Context) -> Iterator[JobClient]:
+    """A job client whose SDK errors become a message and exit code 1."""
+    target: _Target = ctx.obj
+    try:
+        with target.jobs() as client:
+            yield client
+    except FleetHubError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _job_line(job: Job) -> str:
+    stats = job.device_job_statistics
+    line = (
+        f"{job.job_id}  {job.type}  {job.status}  devices {stats.device_count}: "
+        f"succeeded {stats.succeeded_count}, failed {stats.failed_count}, "
+        f"pending {stats.pending_count}, running {stats.running_count}"
+    )
+    reason = job.failure_reason or job.status_message
+    return f"{line}  ({reason})" if reason else line
+
+
+def _show_job(job: Job, as_json: bool) -> None:
+    if as_json:
+        _echo_json(job.to_json())
+    else:
+        typer.echo(_job_line(job))
+
+
+def _parse_start_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"--start-time {text!r} is not an ISO-8601 date and time") from exc
+
+
+@app.command("schedule-method")
+def schedule_method(
+    ctx: typer.Context,
+    job_id: str,
+    query_condition: Annotated[str, typer.Option("--query", help="Which devices: a WHERE condition or '*'.")],
+    method: Annotated[str, typer.Option(help="The direct method to call.")],
+    payload: Annotated[str, typer.Option(help="JSON payload.")] = "null",
+    start_time: Annotated[str | None, typer.Option(help="ISO-8601 start (default: now).")] = None,
+    max_execution_time: Annotated[int, typer.Option(min=1, help="Seconds.")] = DEFAULT_MAX_EXECUTION_SECONDS,
+    response_timeout: Annotated[int, typer.Option(min=5, max=300)] = 30,
+    connect_timeout: Annotated[int, typer.Option(min=0, max=300)] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Schedule a job that calls a direct method on every matching device."""
+    params = MethodParams(method, _parse_json(payload, "--payload"), response_timeout, connect_timeout)
+    start = _parse_start_time(start_time)
+    with _job_client(ctx) as client:
+        job = client.schedule_device_method(job_id, query_condition, params, start, max_execution_time)
+    _show_job(job, as_json)
+
+
+@app.command("schedule-twin-update")
+def schedule_twin_update(
+    ctx: typer.Context,
+    job_id: str,
+    query_condition: Annotated[str, typer.Option("--query", help="Which devices: a WHERE condition or '*'.")],
+    patch: Annotated[
+        str | None, typer.Option(help='Twin patch JSON: {"tags": .., "properties": {"desired": ..}}.')
+    ] = None,
+    desired: Annotated[str | None, typer.Option(help="Desired properties JSON.")] = None,
+    tags: Annotated[str | None, typer.Option(help="Tags JSON.")] = None,
+    start_time: Annotated[str | None, typer.Option(help="ISO-8601 start (default: now).")] = None,
+    max_execution_time: Annotated[int, typer.Option(min=1, help="Seconds.")] = DEFAULT_MAX_EXECUTION_SECONDS,
+    as_json: JsonFlag = False,
+) -> None:
+    """Schedule a job that patches tags and desired properties of every matching twin."""
+    body: dict[str, Any] = {}
+    if patch is not None:
+        parsed = _parse_json(patch, "--patch")
+        if not isinstance(parsed, dict):
+            raise typer.BadParameter("--patch must be a JSON object")
+        body.update(parsed)
+    if tags is not None:
+        body["tags"] = _parse_json(tags, "--tags")
+    if desired is not None:
+        body["properties"] = {**body.get("properties", {}), "desired": _parse_json(desired, "--desired")}
+    if not body:
+        raise typer.BadParameter("give --patch, --desired or --tags")
+    start = _parse_start_time(start_time)
+    with _job_client(ctx) as client:
+        job = client.schedule_twin_update(job_id, query_condition, body, start, max_execution_time)
+    _show_job(job, as_json)
+
+
+@app.command("get")
+def get_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
+    """Show a job and its device statistics."""
+    with _job_client(ctx) as client:
+        job = client.get_job(job_id)
+    _show_job(job, as_json)
+
+
+@app.command("cancel")
+def cancel_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
+    """Cancel a job (devices already running finish)."""
+    with _job_client(ctx) as client:
+        job = client.cancel_job(job_id)
+    _show_job(job, as_json)
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    job_type: Annotated[str | None, typer.Option("--type", help="scheduleDeviceMethod or scheduleUpdateTwin.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="queued, scheduled, running, completed, failed, cancelled.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List jobs, optionally of one type and status."""
+    with _job_client(ctx) as client:
+        jobs = list(client.query_jobs(job_type, status))
+    if as_json:
+        _echo_json([job.to_json() for job in jobs])
+        return
+    table = Table("jobId", "type", "status", "devices", "succeeded", "failed", "created")
+    for job in jobs:
+        stats = job.device_job_statistics
+        created = job.created_time.isoformat() if job.created_time else ""
+        table.add_row(
+            job.job_id,
+            str(job.type),
+            str(job.status),
+            str(stats.device_count),
+            str(stats.succeeded_count),
+            str(stats.failed_count),
+            created,
+        )
+    _console().print(table)
+
+
+def _outcome(result: DeviceJobResult) -> tuple[str, str]:
+    if result.error is not None:
+        return result.error.code or "", result.error.description or ""
+    response = result.method_response
+    if response is not None:
+        return str(response.status), json.dumps(response.payload)
+    return "", ""
+
+
+@app.command("results")
+def results(
+    ctx: typer.Context,
+    job_id: str,
+    status: Annotated[str | None, typer.Option(help="Only devices in this status, e.g. failed.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show every device's outcome in a job."""
+    with _job_client(ctx) as client:
+        items = list(client.list_device_results(job_id, status))
+    if as_json:
+        _echo_json([item.raw for item in items])
+        return
+    table = Table("deviceId", "status", "result", "detail", title=f"job {job_id}: {len(items)} devices")
+    for item in items:
+        table.add_row(item.device_id, str(item.status), *_outcome(item))
+    _console().print(table)
+
+
+def _watch_exit_code(job: Job, allow_failures: bool) -> int:
+    if job.status != JobStatus.COMPLETED:
+        return 1
+    if job.device_job_statistics.failed_count and not allow_failures:
+        return 1
+    return 0
+
+
+class _ProgressView:
+    """A live bar: devices done of all, with succeeded / failed / pending counts and elapsed time."""
+
+    def __init__(self, job_id: str) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("succeeded {task.fields[succeeded]}  failed {task.fields[failed]}"),
+            TextColumn("pending {task.fields[pending]}"),
+            TimeElapsedColumn(),
+            console=_console(),
+        )
+        self._task: TaskID = self._progress.add_task(f"{job_id} queued", total=None, succeeded=0, failed=0, pending=0)
+        self._job_id = job_id
+
+    def __enter__(self) -> _ProgressView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, job: Job) -> None:
+        stats = job.device_job_statistics
+        self._progress.update(
+            self._task,
+            description=f"{self._job_id} {job.status}",
+            total=stats.device_count or None,
+            completed=stats.done_count,
+            succeeded=stats.succeeded_count,
+            failed=stats.failed_count,
+            pending=stats.pending_count + stats.running_count,
+        )
+
+
+@app.command("watch")
+def watch(
+    ctx: typer.Context,
+    job_id: str,
+    interval: Annotated[float, typer.Option(min=0.01, help="Seconds between polls.")] = 1.0,
+    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some devices failed.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Follow a job to its end with a progress bar; exit 1 when the job or any device failed."""
+    started = time.monotonic()
+    with _job_client(ctx) as client:
+        if as_json:
+            job = client.wait_for_job(job_id, interval)
+        else:
+            with _ProgressView(job_id) as view:
+                job = client.wait_for_job(job_id, interval, view.update)
+    if as_json:
+        _echo_json(job.to_json())
+    else:
+        typer.echo(f"{_job_line(job)}  in {time.monotonic() - started:.1f} s")
+    raise typer.Exit(_watch_exit_code(job, allow_failures))
 
 
 def main(argv: list[str] | None = None) -> None:

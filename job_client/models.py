@@ -8,23 +8,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from hub.domain.devices import ConnectionState, DeviceStatus
+from hub.domain.jobs import DeviceJobStatus, JobStatus, JobType
 
 __all__ = [
     "BulkError",
     "BulkResult",
     "ConnectionState",
     "Device",
+    "DeviceJobResult",
+    "DeviceJobStatus",
     "DeviceSpec",
     "DeviceStatus",
+    "Job",
+    "JobError",
+    "JobEvent",
+    "JobStatistics",
+    "JobStatus",
+    "JobType",
+    "MethodParams",
     "MethodResult",
     "Page",
     "Twin",
     "TwinProperties",
     "authentication_document",
+    "format_timestamp",
     "parse_timestamp",
 ]
 
@@ -261,3 +272,219 @@ class Page:
     items: list[Any]
     continuation: str | None
     item_type: str | None = None
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+# Spellings other sources use for the same job status (IoT Hub's swagger, its docs, the Node SDK).
+_JOB_STATUS_ALIASES = {"enqueued": JobStatus.QUEUED, "canceled": JobStatus.CANCELLED, "pending": JobStatus.QUEUED}
+_DEVICE_STATUS_ALIASES = {"cancelled": DeviceJobStatus.CANCELED}
+
+
+def _job_status(value: object) -> JobStatus | str:
+    """A known job status as ``JobStatus``; anything else (``unknown``, a newer hub's value) as the string."""
+    text = value if isinstance(value, str) else ""
+    try:
+        return JobStatus(text)
+    except ValueError:
+        return _JOB_STATUS_ALIASES.get(text, text)
+
+
+def _device_job_status(value: object) -> DeviceJobStatus | str:
+    text = value if isinstance(value, str) else ""
+    try:
+        return DeviceJobStatus(text)
+    except ValueError:
+        return _DEVICE_STATUS_ALIASES.get(text, text)
+
+
+def _job_type(value: object) -> JobType | str:
+    text = value if isinstance(value, str) else ""
+    try:
+        return JobType(text)
+    except ValueError:
+        return text
+
+
+def _count(doc: Mapping[str, Any], name: str) -> int:
+    return _int(doc.get(name)) or 0
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z`` (a naive datetime is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class MethodParams:
+    """A job's ``cloudToDeviceMethod``: the method to call on every matching device."""
+
+    method_name: str
+    payload: Any = None
+    response_timeout_in_seconds: int = 30
+    connect_timeout_in_seconds: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "methodName": self.method_name,
+            "payload": self.payload,
+            "responseTimeoutInSeconds": self.response_timeout_in_seconds,
+            "connectTimeoutInSeconds": self.connect_timeout_in_seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatistics:
+    """``deviceJobStatistics``: how many devices are in which state."""
+
+    device_count: int = 0
+    pending_count: int = 0
+    running_count: int = 0
+    succeeded_count: int = 0
+    failed_count: int = 0
+    canceled_count: int = 0
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> JobStatistics:
+        return cls(
+            _count(doc, "deviceCount"),
+            _count(doc, "pendingCount"),
+            _count(doc, "runningCount"),
+            _count(doc, "succeededCount"),
+            _count(doc, "failedCount"),
+            _count(doc, "canceledCount"),
+        )
+
+    @property
+    def done_count(self) -> int:
+        return self.succeeded_count + self.failed_count + self.canceled_count
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as ``GET /jobs/v2/{id}`` returns it (IoT Hub's JobResponse)."""
+
+    job_id: str
+    type: JobType | str
+    status: JobStatus | str
+    query_condition: str | None = None
+    created_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    max_execution_time_in_seconds: int | None = None
+    cloud_to_device_method: dict[str, Any] | None = None
+    update_twin: dict[str, Any] | None = None
+    failure_reason: str | None = None
+    status_message: str | None = None
+    device_job_statistics: JobStatistics = field(default_factory=JobStatistics)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Job:
+        method, patch = doc.get("cloudToDeviceMethod"), doc.get("updateTwin")
+        end = parse_timestamp(doc.get("endTime"))
+        if end is not None and end.year >= 9999:
+            end = None  # IoT Hub's "not ended yet" sentinel (9999-12-30)
+        return cls(
+            job_id=str(doc.get("jobId", "")),
+            type=_job_type(doc.get("type")),
+            status=_job_status(doc.get("status")),
+            query_condition=_str(doc.get("queryCondition")),
+            created_time=parse_timestamp(doc.get("createdTime")),
+            start_time=parse_timestamp(doc.get("startTime")),
+            end_time=end,
+            max_execution_time_in_seconds=_int(doc.get("maxExecutionTimeInSeconds")),
+            cloud_to_device_method=dict(method) if isinstance(method, Mapping) else None,
+            update_twin=dict(patch) if isinstance(patch, Mapping) else None,
+            failure_reason=_str(doc.get("failureReason")),
+            status_message=_str(doc.get("statusMessage")),
+            device_job_statistics=JobStatistics.from_json(_dict(doc.get("deviceJobStatistics"))),
+            raw=dict(doc),
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed, failed or cancelled: the job will not change any more."""
+        return isinstance(self.status, JobStatus) and self.status.is_terminal
+
+    @property
+    def statistics(self) -> JobStatistics:
+        return self.device_job_statistics
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.raw) or {"jobId": self.job_id, "type": str(self.type), "status": str(self.status)}
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """A device's ``error`` in a job: ``{"code": "GatewayTimeout", "description": "..."}``."""
+
+    code: str | None
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceJobResult:
+    """One device's part in a job (an item of ``devices.jobs``)."""
+
+    device_id: str
+    job_id: str
+    job_type: JobType | str
+    status: DeviceJobStatus | str
+    start_time_utc: datetime | None = None
+    end_time_utc: datetime | None = None
+    created_date_time_utc: datetime | None = None
+    last_updated_date_time_utc: datetime | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)
+    error: JobError | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DeviceJobResult:
+        error = doc.get("error")
+        return cls(
+            device_id=str(doc.get("deviceId", "")),
+            job_id=str(doc.get("jobId", "")),
+            job_type=_job_type(doc.get("jobType")),
+            status=_device_job_status(doc.get("status")),
+            start_time_utc=parse_timestamp(doc.get("startTimeUtc")),
+            end_time_utc=parse_timestamp(doc.get("endTimeUtc")),
+            created_date_time_utc=parse_timestamp(doc.get("createdDateTimeUtc")),
+            last_updated_date_time_utc=parse_timestamp(doc.get("lastUpdatedDateTimeUtc")),
+            outcome=_dict(doc.get("outcome")),
+            error=JobError(_str(error.get("code")), _str(error.get("description")))
+            if isinstance(error, Mapping)
+            else None,
+            raw=dict(doc),
+        )
+
+    @property
+    def method_response(self) -> MethodResult | None:
+        """The device's answer to a method job (``outcome.deviceMethodResponse``), if any."""
+        response = self.outcome.get("deviceMethodResponse")
+        if not isinstance(response, Mapping) or _int(response.get("status")) is None:
+            return None
+        return MethodResult.from_json(response)
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One entry of a job's event log (``GET /jobs/v2/{id}/events``, a fleethub extension)."""
+
+    time: datetime | None
+    kind: str | None
+    message: str | None
+    device_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> JobEvent:
+        return cls(
+            time=parse_timestamp(doc.get("time") or doc.get("timestamp")),
+            kind=_str(doc.get("type") or doc.get("kind") or doc.get("event")),
+            message=_str(doc.get("message") or doc.get("statusMessage")),
+            device_id=_str(doc.get("deviceId")),
+            raw=dict(doc),
+        )

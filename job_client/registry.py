@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
-from os import PathLike
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
-import httpx
-
-from job_client._http import DEFAULT_TIMEOUT, ServiceHttp, decode_json
+from job_client._http import FromConnectionString, ServiceHttp, decode_json
 from job_client._sync import SyncRunner
-from job_client.credentials import ServiceCredentials
 from job_client.errors import FleetHubError, error_from_response
 from job_client.models import (
     BulkResult,
@@ -57,7 +53,7 @@ def _object(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
-class AsyncRegistryClient:
+class AsyncRegistryClient(FromConnectionString):
     """Devices, twins, direct methods and twin queries over the REST API; an async context manager.
 
     Build it with ``from_connection_string`` (it then owns and closes its HTTP core) or around
@@ -69,18 +65,7 @@ class AsyncRegistryClient:
         self._owns_http = owns_http
 
     @classmethod
-    def from_connection_string(
-        cls,
-        connection_string: str,
-        *,
-        url: str | None = None,
-        ca_cert: str | PathLike[str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> AsyncRegistryClient:
-        http = ServiceHttp.from_connection_string(
-            connection_string, url=url, ca_cert=ca_cert, timeout=timeout, transport=transport
-        )
+    def _over_http(cls, http: ServiceHttp) -> Self:
         return cls(http, owns_http=True)
 
     @property
@@ -225,43 +210,20 @@ class AsyncRegistryClient:
         await self.aclose()
 
 
-class RegistryClient:
+class RegistryClient(FromConnectionString):
     """The blocking twin of ``AsyncRegistryClient``: every call runs the async core on a private loop.
 
     Not for use inside a running event loop (use the async client there). A context manager.
     """
 
-    def __init__(
-        self,
-        credentials: ServiceCredentials,
-        *,
-        url: str | None = None,
-        ca_cert: str | PathLike[str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, http: ServiceHttp) -> None:
+        """Wrap ``http`` (this client owns and closes it); usually built by ``from_connection_string``."""
         self._runner = SyncRunner()
-        self._async = AsyncRegistryClient(
-            ServiceHttp(credentials, url=url, ca_cert=ca_cert, timeout=timeout, transport=transport), owns_http=True
-        )
+        self._async = AsyncRegistryClient(http, owns_http=True)
 
     @classmethod
-    def from_connection_string(
-        cls,
-        connection_string: str,
-        *,
-        url: str | None = None,
-        ca_cert: str | PathLike[str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> RegistryClient:
-        return cls(
-            ServiceCredentials.from_connection_string(connection_string),
-            url=url,
-            ca_cert=ca_cert,
-            timeout=timeout,
-            transport=transport,
-        )
+    def _over_http(cls, http: ServiceHttp) -> Self:
+        return cls(http)
 
     @property
     def hostname(self) -> str:

@@ -1,0 +1,332 @@
+"""Jobs (``/jobs/v2``): schedule method and twin update jobs over a query, follow them, read
+their per-device results. The async core and its blocking wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+from job_client._http import FromConnectionString, ServiceHttp
+from job_client._sync import SyncRunner
+from job_client.errors import FleetHubError, FleetHubTimeoutError
+from job_client.models import (
+    DeviceJobResult,
+    DeviceJobStatus,
+    Job,
+    JobEvent,
+    JobStatus,
+    JobType,
+    MethodParams,
+    Page,
+    format_timestamp,
+)
+
+__all__ = ["DEFAULT_MAX_EXECUTION_SECONDS", "AsyncJobClient", "JobClient"]
+
+DEFAULT_MAX_EXECUTION_SECONDS = 3600
+
+ProgressCallback = Callable[[Job], None]
+
+
+def _job_path(job_id: str, *rest: str) -> str:
+    return "/".join([f"/jobs/v2/{quote(job_id, safe='')}", *rest])
+
+
+def _job(value: Any) -> Job:
+    if not isinstance(value, Mapping):
+        raise FleetHubError(f"expected a JSON object for a job, got {type(value).__name__}", code="InvalidResponse")
+    return Job.from_json(value)
+
+
+def _method_body(method_params: MethodParams | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(method_params, MethodParams):
+        return method_params.to_json()
+    body = dict(method_params)
+    if not isinstance(body.get("methodName"), str) or not body["methodName"]:
+        raise ValueError("method_params needs a methodName")
+    body.setdefault("payload", None)
+    body.setdefault("responseTimeoutInSeconds", 30)
+    body.setdefault("connectTimeoutInSeconds", 0)
+    return body
+
+
+def _quote_sql(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class AsyncJobClient(FromConnectionString):
+    """Jobs over the REST API; an async context manager.
+
+    Build it with ``from_connection_string`` (it then owns and closes its HTTP core) or around a
+    shared ``ServiceHttp`` (the caller closes that).
+    """
+
+    def __init__(self, http: ServiceHttp, *, owns_http: bool = False) -> None:
+        self._http = http
+        self._owns_http = owns_http
+
+    @classmethod
+    def _over_http(cls, http: ServiceHttp) -> Self:
+        return cls(http, owns_http=True)
+
+    @property
+    def hostname(self) -> str:
+        return self._http.credentials.hostname
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    async def _create(
+        self,
+        job_id: str,
+        job_type: JobType,
+        query_condition: str,
+        member: tuple[str, dict[str, Any]],
+        start_time: datetime | None,
+        max_execution_time_in_seconds: int,
+    ) -> Job:
+        body: dict[str, Any] = {"jobId": job_id, "type": str(job_type), member[0]: member[1]}
+        body["queryCondition"] = query_condition
+        if start_time is not None:
+            body["startTime"] = format_timestamp(start_time)
+        body["maxExecutionTimeInSeconds"] = max_execution_time_in_seconds
+        return _job(await self._http.request_json("PUT", _job_path(job_id), json_body=body))
+
+    async def schedule_device_method(
+        self,
+        job_id: str,
+        query_condition: str,
+        method_params: MethodParams | Mapping[str, Any],
+        start_time: datetime | None = None,
+        max_execution_time_in_seconds: int = DEFAULT_MAX_EXECUTION_SECONDS,
+    ) -> Job:
+        """Call a direct method on every device matching ``query_condition`` (a WHERE clause or ``*``)."""
+        return await self._create(
+            job_id,
+            JobType.DEVICE_METHOD,
+            query_condition,
+            ("cloudToDeviceMethod", _method_body(method_params)),
+            start_time,
+            max_execution_time_in_seconds,
+        )
+
+    async def schedule_twin_update(
+        self,
+        job_id: str,
+        query_condition: str,
+        patch: Mapping[str, Any],
+        start_time: datetime | None = None,
+        max_execution_time_in_seconds: int = DEFAULT_MAX_EXECUTION_SECONDS,
+    ) -> Job:
+        """Merge-patch tags and desired properties of every matching twin (a forced update: etag ``*``)."""
+        body = {**dict(patch), "etag": "*"}
+        return await self._create(
+            job_id,
+            JobType.UPDATE_TWIN,
+            query_condition,
+            ("updateTwin", body),
+            start_time,
+            max_execution_time_in_seconds,
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job:
+        return _job(await self._http.request_json("GET", _job_path(job_id)))
+
+    async def cancel_job(self, job_id: str) -> Job:
+        return _job(await self._http.request_json("POST", _job_path(job_id, "cancel")))
+
+    async def query_jobs(
+        self,
+        job_type: JobType | str | None = None,
+        job_status: JobStatus | str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Job]:
+        """Every job (optionally of one type and status) across ``GET /jobs/v2/query`` pages."""
+        params: dict[str, str | int] = {}
+        if job_type is not None:
+            params["jobType"] = str(job_type)
+        if job_status is not None:
+            params["jobStatus"] = str(job_status)
+        async for item in self._items(self._http.pages("GET", "/jobs/v2/query", params=params, page_size=page_size)):
+            yield _job(item)
+
+    async def list_device_results(
+        self,
+        job_id: str,
+        status: DeviceJobStatus | str | None = None,
+        page_size: int = 100,
+        *,
+        via_query: bool = False,
+    ) -> AsyncIterator[DeviceJobResult]:
+        """Every device's part in a job, from ``GET /jobs/v2/{id}/devices`` (a fleethub extension),
+        or with ``via_query`` from IoT Hub's ``SELECT * FROM devices.jobs`` query."""
+        pages: AsyncGenerator[Page, None]
+        if via_query:
+            sql = f"SELECT * FROM devices.jobs WHERE devices.jobs.jobId = {_quote_sql(job_id)}"
+            if status is not None:
+                sql += f" AND devices.jobs.status = {_quote_sql(str(status))}"
+            pages = self._http.pages("POST", "/devices/query", json_body={"query": sql}, page_size=page_size)
+        else:
+            params: dict[str, str | int] = {} if status is None else {"status": str(status)}
+            pages = self._http.pages("GET", _job_path(job_id, "devices"), params=params, page_size=page_size)
+        async for item in self._items(pages):
+            if not isinstance(item, Mapping):
+                raise FleetHubError("expected a JSON object for a device job", code="InvalidResponse")
+            yield DeviceJobResult.from_json(item)
+
+    async def list_events(self, job_id: str) -> list[JobEvent]:
+        """The job's event log (``GET /jobs/v2/{id}/events``, a fleethub extension)."""
+        doc = await self._http.request_json("GET", _job_path(job_id, "events"))
+        if isinstance(doc, Mapping):
+            doc = doc.get("events", doc.get("items"))
+        if not isinstance(doc, list):
+            raise FleetHubError("expected a JSON list of job events", code="InvalidResponse")
+        return [JobEvent.from_json(item) for item in doc if isinstance(item, Mapping)]
+
+    async def wait_for_job(
+        self,
+        job_id: str,
+        poll_interval: float = 1.0,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Job:
+        """Poll until the job is completed, failed or cancelled and return it; ``on_progress``
+        sees every polled state. ``FleetHubTimeoutError`` after ``timeout`` seconds."""
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = await self.get_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.is_terminal:
+                return job
+            delay = poll_interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FleetHubTimeoutError(f"job {job_id!r} is still {job.status} after {timeout} s")
+                delay = min(delay, left)
+            await asyncio.sleep(delay)
+
+    @staticmethod
+    async def _items(pages: AsyncGenerator[Page, None]) -> AsyncIterator[Any]:
+        try:
+            async for page in pages:
+                for item in page.items:
+                    yield item
+        finally:
+            await pages.aclose()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class JobClient(FromConnectionString):
+    """The blocking twin of ``AsyncJobClient``: every call runs the async core on a private loop.
+
+    Not for use inside a running event loop (use the async client there). A context manager.
+    """
+
+    def __init__(self, http: ServiceHttp) -> None:
+        """Wrap ``http`` (this client owns and closes it); usually built by ``from_connection_string``."""
+        self._runner = SyncRunner()
+        self._async = AsyncJobClient(http, owns_http=True)
+
+    @classmethod
+    def _over_http(cls, http: ServiceHttp) -> Self:
+        return cls(http)
+
+    @property
+    def hostname(self) -> str:
+        return self._async.hostname
+
+    def schedule_device_method(
+        self,
+        job_id: str,
+        query_condition: str,
+        method_params: MethodParams | Mapping[str, Any],
+        start_time: datetime | None = None,
+        max_execution_time_in_seconds: int = DEFAULT_MAX_EXECUTION_SECONDS,
+    ) -> Job:
+        return self._runner.run(
+            self._async.schedule_device_method(
+                job_id, query_condition, method_params, start_time, max_execution_time_in_seconds
+            )
+        )
+
+    def schedule_twin_update(
+        self,
+        job_id: str,
+        query_condition: str,
+        patch: Mapping[str, Any],
+        start_time: datetime | None = None,
+        max_execution_time_in_seconds: int = DEFAULT_MAX_EXECUTION_SECONDS,
+    ) -> Job:
+        return self._runner.run(
+            self._async.schedule_twin_update(job_id, query_condition, patch, start_time, max_execution_time_in_seconds)
+        )
+
+    def get_job(self, job_id: str) -> Job:
+        return self._runner.run(self._async.get_job(job_id))
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self._runner.run(self._async.cancel_job(job_id))
+
+    def query_jobs(
+        self,
+        job_type: JobType | str | None = None,
+        job_status: JobStatus | str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Job]:
+        return self._runner.iterate(self._async.query_jobs(job_type, job_status, page_size))
+
+    def list_device_results(
+        self,
+        job_id: str,
+        status: DeviceJobStatus | str | None = None,
+        page_size: int = 100,
+        *,
+        via_query: bool = False,
+    ) -> Iterator[DeviceJobResult]:
+        return self._runner.iterate(self._async.list_device_results(job_id, status, page_size, via_query=via_query))
+
+    def list_events(self, job_id: str) -> list[JobEvent]:
+        return self._runner.run(self._async.list_events(job_id))
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        poll_interval: float = 1.0,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> Job:
+        return self._runner.run(self._async.wait_for_job(job_id, poll_interval, on_progress, timeout))
+
+    def close(self) -> None:
+        self._runner.close(self._async.aclose())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
