@@ -17,6 +17,11 @@ import httpx
 
 from bench.harness import percentile, running_fleet, running_hub
 
+try:
+    import uvloop
+except ImportError:  # Windows has no uvloop
+    uvloop = None  # type: ignore[assignment]
+
 
 async def _run(devices: int, calls: int, concurrency: int) -> str:
     async with running_hub() as hub, running_fleet(hub, devices):
@@ -64,12 +69,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        print(asyncio.run(_run(args.devices, args.calls, args.concurrency)))
-    else:
-        print(uvloop.run(_run(args.devices, args.calls, args.concurrency)))
+    run = asyncio.run if uvloop is None else uvloop.run
+    print(run(_run(args.devices, args.calls, args.concurrency)))
 
 
 if __name__ == "__main__":

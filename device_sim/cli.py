@@ -22,6 +22,11 @@ from hub.wire.sas import SasTokenError
 from job_client.errors import FleetHubError
 from job_client.registry import AsyncRegistryClient
 
+try:
+    import uvloop
+except ImportError:  # Windows has no uvloop
+    uvloop = None  # type: ignore[assignment]
+
 __all__ = ["app", "main"]
 
 logger = logging.getLogger(__name__)
@@ -134,9 +139,7 @@ async def _until_signalled(work: Callable[[], Coroutine[Any, Any, None]]) -> boo
 
 def _new_runner(use_uvloop: bool) -> asyncio.Runner:
     if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
+        if uvloop is None:
             logger.info("uvloop is not installed; using the default event loop")
         else:
             return asyncio.Runner(loop_factory=uvloop.new_event_loop)

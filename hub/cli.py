@@ -13,6 +13,17 @@ import typer
 from pydantic import ValidationError
 
 from hub.config import Settings
+from hub.connstrings import ConnectionStringError, lookup_connection_string
+from hub.demo import run_demo
+from hub.errors import HubError
+from hub.netbind import BindError
+from hub.runtime import Hub
+from hub.tls import TlsError
+
+try:
+    import uvloop
+except ImportError:  # Windows has no uvloop; asyncio's own loop is used there
+    uvloop = None  # type: ignore[assignment]
 
 app = typer.Typer(
     add_completion=False,
@@ -51,16 +62,12 @@ def _settings(**options: Any) -> Settings:
 
 
 def _use_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:
+    if uvloop is None:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def _serve(settings: Settings) -> None:
-    from hub.runtime import Hub
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,10 +119,6 @@ def serve(
     On first start FLEETHUB_OWNER_KEY (base64, at least 16 bytes), when set, becomes the
     iothubowner policy's primary key; otherwise every key is random.
     """
-    from hub.errors import HubError
-    from hub.netbind import BindError
-    from hub.tls import TlsError
-
     settings = _settings(
         data_dir=data_dir,
         hostname=hostname,
@@ -164,8 +167,6 @@ def connection_string(
     database_url: Annotated[str | None, typer.Option(help="[env: FLEETHUB_DATABASE_URL]")] = None,
 ) -> None:
     """Print a service (policy) or device connection string read from the hub's database."""
-    from hub.connstrings import ConnectionStringError, lookup_connection_string
-
     if policy and device:
         typer.echo("give --policy or --device, not both", err=True)
         raise typer.Exit(2)
@@ -184,8 +185,6 @@ def demo(
     data_dir: Annotated[Path | None, typer.Option(help="Data dir (default: a fresh temporary one).")] = None,
 ) -> None:
     """Start a hub on its defaults (free ports if taken), run simulated devices and show them working."""
-    from hub.demo import run_demo
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_dependencies()
     _use_uvloop()

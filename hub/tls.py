@@ -31,6 +31,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "CA_VALIDITY",
     "RENEW_BEFORE",
@@ -393,9 +398,7 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
 @contextlib.contextmanager
 def _directory_lock(tls_dir: Path) -> Iterator[None]:
     """Serialise hubs that start together on one data dir, so a key never meets another's cert."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; concurrent first starts there are left to the operator
+    if fcntl is None:  # Windows: no flock; concurrent first starts there are left to the operator
         yield
         return
     with open(tls_dir / ".lock", "a+b") as handle:

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from hub import __version__
 from hub.api.auth import ServiceAuthenticator
 from hub.api.errors import install_error_handlers
-from hub.api.routes import devices, health, query, twins
+from hub.api.routes import devices, health, jobs, query, twins
 from hub.engine.services import Services
 
 __all__ = ["create_app"]
@@ -26,4 +26,5 @@ def create_app(services: Services, *, max_token_lifetime: int) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(twins.router)
     app.include_router(query.router)
+    app.include_router(jobs.router)
     return app

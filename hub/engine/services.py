@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from hub.domain.clock import Clock
 from hub.domain.policies import AccessPolicy
 from hub.engine.devicebus import DeviceAuthenticator, DeviceBus
+from hub.engine.jobs import JobService
 from hub.engine.methods import MethodService
 from hub.engine.ports import DeviceLink, Store
 from hub.engine.presence import PresenceService
@@ -28,6 +29,7 @@ class Services:
     methods: MethodService
     devices: DeviceBus
     query: QueryService
+    jobs: JobService
     policies: dict[str, AccessPolicy] = field(default_factory=dict)
     ready: bool = False
 
@@ -59,4 +61,5 @@ class Services:
             methods=methods,
             devices=bus,
             query=query,
+            jobs=JobService(store, clock),
         )

@@ -88,8 +88,6 @@ def mqtt_client(hub: Hub, creds: DeviceCreds, *, password: str | None = None, ke
 
 
 async def next_message(client: aiomqtt.Client, prefix: str, timeout: float = 10) -> aiomqtt.Message:
-    import asyncio
-
     async with asyncio.timeout(timeout):
         async for message in client.messages:
             if str(message.topic).startswith(prefix):

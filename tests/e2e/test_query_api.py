@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from hub.runtime import Hub
+from tests.e2e.conftest import service_token
 
 
 async def _make_fleet(api: httpx.AsyncClient, count: int, prefix: str = "q") -> list[str]:
@@ -143,8 +144,6 @@ async def test_continuation_of_another_query_is_refused(api: httpx.AsyncClient) 
 
 
 async def test_query_needs_twin_read_rights(hub: Hub) -> None:
-    from tests.e2e.conftest import service_token
-
     assert hub.endpoints is not None
     async with httpx.AsyncClient(base_url=hub.endpoints.http_url) as client:
         body = {"query": "SELECT * FROM devices"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -96,8 +98,6 @@ async def test_invalid_device_ids_are_400(api: httpx.AsyncClient, device_id: str
 
 async def test_odd_but_valid_device_ids_round_trip(api: httpx.AsyncClient) -> None:
     device_id = "dev-#1?%$'(x):=@!*+,."
-    from urllib.parse import quote
-
     assert (await api.put(f"/devices/{quote(device_id, safe='')}", json={"deviceId": device_id})).status_code == 200
     fetched = await api.get(f"/twins/{quote(device_id, safe='')}")
     assert fetched.status_code == 200

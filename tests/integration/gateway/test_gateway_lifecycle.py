@@ -8,6 +8,8 @@ import socket
 import ssl
 
 import pytest
+from amqtt.broker import Broker
+from amqtt.errors import PluginInitError
 from gateway_support import HOST, RecordingEvents, bound_socket, device_client, good_password, raw_client, unique_id
 
 from broker_config import GatewayConfig
@@ -140,8 +142,5 @@ async def test_entering_without_events_fails_and_closes_the_socket() -> None:
 
 
 async def test_the_auth_plugin_needs_the_hub_broker() -> None:
-    from amqtt.broker import Broker
-    from amqtt.errors import PluginInitError
-
     with pytest.raises(PluginInitError):
         Broker({"listeners": {"default": {"bind": None}}, "plugins": {"hub.gateway.plugins.DeviceAuthPlugin": {}}})

@@ -1,0 +1,221 @@
+"""Jobs for the service API: create (validated, stored queued or scheduled), read with device
+statistics, cancel, list, and read per-device results and the event log. Running jobs is the
+job runner's part; this service only records what the API asks for."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from hub.domain.clock import Clock
+from hub.domain.jobs import (
+    DeviceJob,
+    DeviceJobStatistics,
+    DeviceJobStatus,
+    Job,
+    JobEvent,
+    JobEventKind,
+    JobRequest,
+    JobStatus,
+    JobType,
+    check_job_transition,
+)
+from hub.domain.json import JsonValue
+from hub.engine.ports import JobStore
+from hub.engine.query import DEFAULT_PAGE_SIZE
+from hub.errors import BadRequestError
+from hub.query.parser import parse_condition
+
+__all__ = ["JobPage", "JobService", "parse_device_job_status", "parse_job_status", "parse_job_type"]
+
+_CANCEL_BATCH = 1000
+
+
+def parse_job_type(value: str | None) -> JobType | None:
+    if value is None or value == "":
+        return None
+    try:
+        return JobType(value)
+    except ValueError:
+        raise BadRequestError(f"jobType must be one of {', '.join(t.value for t in JobType)}, got {value!r}") from None
+
+
+def parse_job_status(value: str | None) -> JobStatus | None:
+    if value is None or value == "":
+        return None
+    try:
+        return JobStatus(value)
+    except ValueError:
+        raise BadRequestError(
+            f"jobStatus must be one of {', '.join(s.value for s in JobStatus)}, got {value!r}"
+        ) from None
+
+
+def parse_device_job_status(value: str | None) -> DeviceJobStatus | None:
+    if value is None or value == "":
+        return None
+    try:
+        return DeviceJobStatus(value)
+    except ValueError:
+        raise BadRequestError(
+            f"status must be one of {', '.join(s.value for s in DeviceJobStatus)}, got {value!r}"
+        ) from None
+
+
+def _encode_token(scope: str, after: str) -> str:
+    raw = json.dumps({"v": 1, "s": scope, "after": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(scope: str, token: str | None) -> str | None:
+    """The key the previous page ended at; a token from another listing is refused."""
+    if not token:
+        return None
+    try:
+        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        after, token_scope = body["after"], body["s"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise BadRequestError("x-ms-continuation is not a continuation token this hub issued") from None
+    if token_scope != scope or not isinstance(after, str):
+        raise BadRequestError("x-ms-continuation belongs to a different listing")
+    return after
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage(Generic[T]):
+    """One page of a listing and the token for the next (None on the last page)."""
+
+    items: list[T]
+    continuation: str | None
+
+
+class JobService:
+    def __init__(self, store: JobStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def create(self, job_id: object, body: Mapping[str, JsonValue]) -> Job:
+        """Validate and store a new job: ``scheduled`` when its startTime is later, else ``queued``.
+        BadRequestError (400) for any invalid field, including the queryCondition's syntax;
+        JobAlreadyExistsError (409) when the id is taken."""
+        now = self._clock.now()
+        request = JobRequest.create(job_id, body, now)
+        parse_condition(request.query_condition)
+        job = Job.from_request(request, now)
+        await self._store.add_job(job)
+        await self._event(job, f"job created ({job.status})")
+        return job
+
+    async def get(self, job_id: str) -> tuple[Job, DeviceJobStatistics]:
+        job = await self._store.get_job(job_id)
+        return job, await self._store.count_device_jobs(job_id)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job that is not finished: it becomes ``cancelled`` at once with its end time.
+
+        For a running job, every device part still pending or scheduled is marked ``canceled``
+        here, in batches. Device calls already in flight are left to finish: the job runner
+        checks the job's status before each device and records those results as they arrive,
+        and never starts a device of a cancelled job. A finished job cannot be cancelled
+        (BadRequestError, 400)."""
+        job = await self._store.get_job(job_id)
+        if job.status.is_terminal:
+            raise BadRequestError(f"job {job_id!r} is already {job.status}")
+        now = self._clock.now()
+        previous = job.status
+        cancelled = replace(
+            job,
+            status=check_job_transition(job.status, JobStatus.CANCELLED),
+            end_time=now,
+            status_message="cancelled by request",
+        )
+        cancelled = await self._store.update_job(cancelled, expected_revision=job.revision)
+        if previous is JobStatus.RUNNING:
+            await self._cancel_pending(job_id, job.job_type, now)
+        await self._event(cancelled, f"job cancelled (was {previous})")
+        return cancelled
+
+    async def _cancel_pending(self, job_id: str, job_type: JobType, now: datetime) -> None:
+        after: str | None = None
+        while True:
+            ids = await self._store.pending_device_ids(job_id, after=after, limit=_CANCEL_BATCH)
+            if not ids:
+                return
+            await self._store.update_device_jobs(
+                [
+                    DeviceJob(job_id, device_id, job_type, DeviceJobStatus.CANCELED, now, now, end_time=now)
+                    for device_id in ids
+                ]
+            )
+            if len(ids) < _CANCEL_BATCH:
+                return
+            after = ids[-1]
+
+    async def query(
+        self,
+        job_type: JobType | None = None,
+        job_status: JobStatus | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        continuation: str | None = None,
+    ) -> JobPage[tuple[Job, DeviceJobStatistics]]:
+        """Jobs in job id order, optionally of one type and status, a page at a time."""
+        scope = f"jobs:{job_type or ''}:{job_status or ''}"
+        after = _decode_token(scope, continuation)
+        jobs = await self._store.list_jobs(job_type=job_type, status=job_status, after=after, limit=page_size + 1)
+        more = len(jobs) > page_size
+        jobs = jobs[:page_size]
+        items = [(job, await self._store.count_device_jobs(job.job_id)) for job in jobs]
+        token = _encode_token(scope, jobs[-1].job_id) if more and jobs else None
+        return JobPage(items, token)
+
+    async def device_results(
+        self,
+        job_id: str,
+        status: DeviceJobStatus | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        continuation: str | None = None,
+    ) -> JobPage[DeviceJob]:
+        """One job's device parts in device id order; JobNotFoundError (404) for an unknown job."""
+        await self._store.get_job(job_id)
+        scope = f"devices:{job_id}:{status or ''}"
+        after = _decode_token(scope, continuation)
+        rows = await self._store.list_device_jobs(job_id, status=status, after=after, limit=page_size + 1)
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        token = _encode_token(scope, rows[-1].device_id) if more and rows else None
+        return JobPage(rows, token)
+
+    async def events(self, job_id: str) -> list[JobEvent]:
+        """The job's whole event log in order; JobNotFoundError (404) for an unknown job."""
+        await self._store.get_job(job_id)
+        events: list[JobEvent] = []
+        after = 0
+        while True:
+            batch = await self._store.list_job_events(job_id, after_sequence=after, limit=1000)
+            events.extend(batch)
+            if len(batch) < 1000:
+                return events
+            after = batch[-1].sequence
+
+    async def _event(self, job: Job, message: str) -> None:
+        await self._store.add_job_events(
+            [
+                JobEvent(
+                    job.job_id,
+                    self._clock.now(),
+                    JobEventKind.STATUS_CHANGED,
+                    message,
+                    data={"status": job.status.value},
+                )
+            ]
+        )
