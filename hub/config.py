@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import socket
 from pathlib import Path
 from typing import Self
 
@@ -37,6 +38,11 @@ class Settings(BaseSettings):
     # Limits and timings.
     max_active_jobs: int = Field(10, ge=1)
     job_retention_days: int = Field(30, ge=1)
+    job_call_window: int = Field(1000, ge=1)
+    """How many direct-method calls one job keeps in flight at once."""
+    # Hubs sharing one database need distinct node ids; a restarted hub with the same id
+    # takes its unfinished jobs back at once instead of waiting for their leases to expire.
+    node_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
     presence_flush_seconds: float = Field(0.2, gt=0)
     session_expiry_seconds: int = Field(3600, ge=1)
     max_token_lifetime_seconds: int = Field(365 * 24 * 3600, ge=60)

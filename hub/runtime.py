@@ -132,11 +132,16 @@ class Hub:
             link=gateway,
             flush_interval=s.presence_flush_seconds,
             max_token_lifetime=s.max_token_lifetime_seconds,
+            node_id=s.node_id,
+            max_active_jobs=s.max_active_jobs,
+            job_retention_days=s.job_retention_days,
+            job_call_window=s.job_call_window,
         )
         gateway.events = services.devices
         services.policies.update(await ensure_policies(store, s.owner_key))
         await self._stack.enter_async_context(services.presence.running())
         await self._stack.enter_async_context(gateway)
+        await self._stack.enter_async_context(services.job_runner.running())
         self.services = services
 
         app = create_app(services, max_token_lifetime=s.max_token_lifetime_seconds)

@@ -27,6 +27,7 @@ __all__ = [
     "apply_desired_patch",
     "apply_reported_patch",
     "apply_tags_patch",
+    "apply_twin_patch",
     "desired_notification",
     "device_twin_document",
     "isoformat",
@@ -263,6 +264,19 @@ def apply_desired_patch(twin: Twin, patch: JsonObject, now: datetime, limits: Tw
 def apply_reported_patch(twin: Twin, patch: JsonObject, now: datetime, limits: TwinLimits = LIMITS) -> Twin:
     reported = _patch_property_set(twin.reported, patch, Section.REPORTED, now, limits)
     return replace(twin, reported=reported, revision=twin.revision + 1)
+
+
+def apply_twin_patch(
+    twin: Twin, tags: JsonObject | None, desired: JsonObject | None, now: datetime, limits: TwinLimits = LIMITS
+) -> Twin:
+    """A back-end PATCH (from REST or a twin update job): tags and desired merged, ``None``
+    leaving a section alone; the twin's ``version`` steps once for the whole patch."""
+    updated = twin
+    if tags is not None:
+        updated = apply_tags_patch(updated, tags, now, limits)
+    if desired is not None:
+        updated = apply_desired_patch(updated, desired, now, limits)
+    return replace(updated, version=twin.version + 1, revision=twin.revision + 1)
 
 
 def replace_tags_and_desired(

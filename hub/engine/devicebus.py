@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 
 from hub.domain.clock import Clock
 from hub.domain.devices import DeviceStatus
@@ -93,12 +94,16 @@ class DeviceBus:
         self._twins = twins
         self._methods = methods
         self.telemetry_count = 0
+        self.connect_listeners: list[Callable[[str], None]] = []
+        """Called with the device id after each connection (the job runner's offline devices)."""
 
     async def authenticate(self, client_id: str, username: str | None, password: str | None) -> bool:
         return await self._auth.authenticate(client_id, username, password)
 
     async def on_connected(self, device_id: str) -> None:
         self._presence.connected(device_id)
+        for listener in self.connect_listeners:
+            listener(device_id)
 
     async def on_disconnected(self, device_id: str) -> None:
         self._presence.disconnected(device_id)

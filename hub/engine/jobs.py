@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from hub.domain.clock import Clock
 from hub.domain.jobs import (
@@ -28,12 +28,17 @@ from hub.domain.jobs import (
 from hub.domain.json import JsonValue
 from hub.engine.ports import JobStore
 from hub.engine.query import DEFAULT_PAGE_SIZE
-from hub.errors import BadRequestError
+from hub.errors import BadRequestError, ConcurrencyConflictError
 from hub.query.parser import parse_condition
 
-__all__ = ["JobPage", "JobService", "parse_device_job_status", "parse_job_status", "parse_job_type"]
+__all__ = ["JobNotifier", "JobPage", "JobService", "parse_device_job_status", "parse_job_status", "parse_job_type"]
 
 _CANCEL_BATCH = 1000
+_CANCEL_ATTEMPTS = 20
+
+
+class JobNotifier(Protocol):
+    def __call__(self, job_id: str, *, cancelled: bool) -> None: ...
 
 
 def parse_job_type(value: str | None) -> JobType | None:
@@ -98,9 +103,10 @@ class JobPage(Generic[T]):
 
 
 class JobService:
-    def __init__(self, store: JobStore, clock: Clock) -> None:
+    def __init__(self, store: JobStore, clock: Clock, notify: JobNotifier | None = None) -> None:
         self._store = store
         self._clock = clock
+        self.notify = notify
 
     async def create(self, job_id: object, body: Mapping[str, JsonValue]) -> Job:
         """Validate and store a new job: ``scheduled`` when its startTime is later, else ``queued``.
@@ -112,6 +118,8 @@ class JobService:
         job = Job.from_request(request, now)
         await self._store.add_job(job)
         await self._event(job, f"job created ({job.status})")
+        if self.notify is not None:
+            self.notify(job.job_id, cancelled=False)
         return job
 
     async def get(self, job_id: str) -> tuple[Job, DeviceJobStatistics]:
@@ -121,27 +129,31 @@ class JobService:
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job that is not finished: it becomes ``cancelled`` at once with its end time.
 
-        For a running job, every device part still pending or scheduled is marked ``canceled``
-        here, in batches. Device calls already in flight are left to finish: the job runner
-        checks the job's status before each device and records those results as they arrive,
-        and never starts a device of a cancelled job. A finished job cannot be cancelled
-        (BadRequestError, 400)."""
-        job = await self._store.get_job(job_id)
-        if job.status.is_terminal:
-            raise BadRequestError(f"job {job_id!r} is already {job.status}")
-        now = self._clock.now()
-        previous = job.status
-        cancelled = replace(
-            job,
-            status=check_job_transition(job.status, JobStatus.CANCELLED),
-            end_time=now,
-            status_message="cancelled by request",
-        )
-        cancelled = await self._store.update_job(cancelled, expected_revision=job.revision)
-        if previous is JobStatus.RUNNING:
+        The node running it is told first, so it starts no further device; then every device
+        part still pending or scheduled is marked ``canceled``, in batches. Device calls
+        already in flight finish and their results are recorded. A finished job cannot be
+        cancelled (BadRequestError, 400)."""
+        for _ in range(_CANCEL_ATTEMPTS):
+            job = await self._store.get_job(job_id)
+            if job.status.is_terminal:
+                raise BadRequestError(f"job {job_id!r} is already {job.status}")
+            now = self._clock.now()
+            cancelled = replace(
+                job,
+                status=check_job_transition(job.status, JobStatus.CANCELLED),
+                end_time=now,
+                status_message="cancelled by request",
+            )
+            try:
+                cancelled = await self._store.update_job(cancelled, expected_revision=job.revision)
+            except ConcurrencyConflictError:
+                continue  # the runner renewed its lease meanwhile: read the job again
+            if self.notify is not None:
+                self.notify(job_id, cancelled=True)
             await self._cancel_pending(job_id, job.job_type, now)
-        await self._event(cancelled, f"job cancelled (was {previous})")
-        return cancelled
+            await self._event(cancelled, f"job cancelled (was {job.status})")
+            return cancelled
+        raise ConcurrencyConflictError(f"job {job_id!r} is changing too fast to cancel; try again")
 
     async def _cancel_pending(self, job_id: str, job_type: JobType, now: datetime) -> None:
         after: str | None = None

@@ -15,7 +15,7 @@ Rules every Store keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -37,6 +37,7 @@ __all__ = [
     "PresenceUpdate",
     "QueryStore",
     "Store",
+    "TwinJobBatch",
     "TwinStore",
 ]
 
@@ -123,6 +124,10 @@ class QueryStore(Protocol):
         are neither skipped nor repeated by position)."""
         ...
 
+    async def query_device_ids(self, condition: Expr | None, *, after: str | None, limit: int) -> list[str]:
+        """Like query_twins, but only the device ids (what a job resolves its device set with)."""
+        ...
+
     async def query_device_jobs(
         self, condition: Expr | None, *, after: tuple[str, str] | None, limit: int
     ) -> list[DeviceJob]:
@@ -136,6 +141,15 @@ class QueryStore(Protocol):
         the evaluator's order and cut to ``query.top``; exactly what hub.query.evaluate.run_query
         gives over the same rows (sums of non-integers may differ in their last bits)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class TwinJobBatch:
+    """What ``JobStore.complete_twin_job_batch`` did: the twins it wrote and the device ids
+    whose devices no longer exist (their records are failed)."""
+
+    twins: list[Twin]
+    missing: list[str]
 
 
 class JobStore(Protocol):
@@ -172,10 +186,18 @@ class JobStore(Protocol):
         ...
 
     async def acquire_jobs(
-        self, *, node_id: str, now: datetime, lease_seconds: float, limit: int, statuses: Sequence[JobStatus]
+        self,
+        *,
+        node_id: str,
+        now: datetime,
+        lease_seconds: float,
+        limit: int,
+        statuses: Sequence[JobStatus],
+        exclude: Sequence[str] = (),
     ) -> list[Job]:
-        """Lease up to ``limit`` jobs in ``statuses`` whose lease is free, expired (before
-        ``now``) or already this node's: they get ``acquired_by = node_id`` and
+        """Lease up to ``limit`` jobs in ``statuses``, other than the job ids in ``exclude``
+        (those the node runs already), whose lease is free, expired (before ``now``) or
+        already this node's: they get ``acquired_by = node_id`` and
         ``acquired_until = now + lease_seconds`` (and a new revision). Concurrent callers never
         receive the same job (PostgreSQL: ``FOR UPDATE SKIP LOCKED``). Jobs in start_time order."""
         ...
@@ -187,7 +209,21 @@ class JobStore(Protocol):
 
     async def update_device_jobs(self, updates: Sequence[DeviceJob]) -> None:
         """Write status, last_updated_time, start_time, end_time, outcome and error of existing
-        records keyed by (job_id, device_id); unknown keys are ignored."""
+        records keyed by (job_id, device_id); unknown keys are ignored. A record that is
+        already terminal (completed, failed, canceled) is left as it is: the first terminal
+        result wins, so a device never has two."""
+        ...
+
+    async def complete_twin_job_batch(
+        self, job_id: str, device_ids: Sequence[str], change: Callable[[Twin], Twin], now: datetime
+    ) -> TwinJobBatch:
+        """One transaction for a batch of a twin update job: the job's records for
+        ``device_ids`` that are not terminal yet are claimed (others are skipped, so a batch
+        run again after a crash changes nothing twice); each claimed device's twin is read,
+        passed through ``change`` and written; the claimed records become completed (start,
+        end and last update ``now``). Records whose device no longer exists become failed
+        with error ``{"code": "DeviceNotFound", ...}``. Returns the twins written (as
+        ``change`` returned them) and the ids found missing."""
         ...
 
     async def list_device_jobs(
@@ -201,8 +237,16 @@ class JobStore(Protocol):
         pending and scheduled, ``succeeded_count`` completed."""
         ...
 
-    async def pending_device_ids(self, job_id: str, *, after: str | None = None, limit: int = 1000) -> list[str]:
-        """Ids of the job's devices still pending (or scheduled), in device_id order after ``after``."""
+    async def pending_device_ids(
+        self, job_id: str, *, after: str | None = None, limit: int = 1000, include_running: bool = False
+    ) -> list[str]:
+        """Ids of the job's devices still pending (or scheduled), and with ``include_running``
+        also running (every device not terminal), in device_id order after ``after``."""
+        ...
+
+    async def promote_due_jobs(self, now: datetime) -> list[Job]:
+        """Scheduled jobs whose start_time is at or before ``now`` become queued (with a new
+        revision), in one statement; returns them as stored."""
         ...
 
     async def add_job_events(self, events: Sequence[JobEvent]) -> list[JobEvent]:

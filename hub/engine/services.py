@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from hub.domain.clock import Clock
 from hub.domain.policies import AccessPolicy
 from hub.engine.devicebus import DeviceAuthenticator, DeviceBus
+from hub.engine.jobresults import ResultWriter
+from hub.engine.jobrunner import JobRunner
+from hub.engine.jobruns import JobRunContext
 from hub.engine.jobs import JobService
 from hub.engine.methods import MethodService
 from hub.engine.ports import DeviceLink, Store
@@ -30,6 +33,7 @@ class Services:
     devices: DeviceBus
     query: QueryService
     jobs: JobService
+    job_runner: JobRunner
     policies: dict[str, AccessPolicy] = field(default_factory=dict)
     ready: bool = False
 
@@ -43,6 +47,10 @@ class Services:
         link: DeviceLink,
         flush_interval: float,
         max_token_lifetime: int,
+        node_id: str = "fleethub",
+        max_active_jobs: int = 10,
+        job_retention_days: int = 30,
+        job_call_window: int = 1000,
     ) -> Services:
         presence = PresenceService(store, clock, flush_interval=flush_interval)
         registry = RegistryService(store, clock, presence, link)
@@ -51,6 +59,13 @@ class Services:
         auth = DeviceAuthenticator(store, clock, max_token_lifetime=max_token_lifetime)
         bus = DeviceBus(auth, presence, twins, methods)
         query = QueryService(store, presence)
+        runner = JobRunner(
+            JobRunContext(store, clock, ResultWriter(store), link, methods, twins, call_window=job_call_window),
+            node_id=node_id,
+            max_active_jobs=max_active_jobs,
+            retention_days=job_retention_days,
+        )
+        bus.connect_listeners.append(runner.device_connected)
         return cls(
             hostname=hostname,
             store=store,
@@ -61,5 +76,6 @@ class Services:
             methods=methods,
             devices=bus,
             query=query,
-            jobs=JobService(store, clock),
+            jobs=JobService(store, clock, runner.notify),
+            job_runner=runner,
         )

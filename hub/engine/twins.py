@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 
 from hub.domain.clock import Clock
 from hub.domain.json import JsonObject
 from hub.domain.twin import (
     Twin,
-    apply_desired_patch,
     apply_reported_patch,
-    apply_tags_patch,
+    apply_twin_patch,
     desired_notification,
     replace_tags_and_desired,
 )
@@ -107,17 +105,9 @@ class TwinService:
         desired = _desired_of(body)
         now = self._clock.now()
 
-        def change(twin: Twin) -> Twin:
-            updated = twin
-            if tags is not None:
-                updated = apply_tags_patch(updated, tags, now)
-            if desired is not None:
-                updated = apply_desired_patch(updated, desired, now)
-            return replace(updated, version=twin.version + 1, revision=twin.revision + 1)
-
-        twin = await self._write(device_id, if_match, change)
+        twin = await self._write(device_id, if_match, lambda t: apply_twin_patch(t, tags, desired, now))
         if desired:
-            await self._push_desired(device_id, desired, twin.desired.version)
+            await self.push_desired(device_id, desired, twin.desired.version)
         return twin
 
     async def replace_twin(self, device_id: str, body: JsonObject, if_match: str | None = None) -> Twin:
@@ -135,10 +125,11 @@ class TwinService:
         patch: JsonObject = {key: None for key in previous.get("desired", {}) if key not in desired}
         patch.update(desired)
         if patch:
-            await self._push_desired(device_id, patch, twin.desired.version)
+            await self.push_desired(device_id, patch, twin.desired.version)
         return twin
 
-    async def _push_desired(self, device_id: str, patch: JsonObject, version: int) -> None:
+    async def push_desired(self, device_id: str, patch: JsonObject, version: int) -> None:
+        """Send a desired-properties notification if the device is connected (never queued)."""
         if self.link is None or not self.link.is_connected(device_id):
             return
         body = json.dumps(desired_notification(patch, version), separators=(",", ":")).encode()

@@ -1142,10 +1142,13 @@ def compile_condition(expr: Expr, dialect: Dialect, source: Source = Source.DEVI
     return ctx.fragment(text)
 
 
-def compile_rows(query: Query, dialect: Dialect, *, after: tuple[str, ...] | None, limit: int) -> SqlFragment:
-    """SELECT the source's ``TableSchema.columns`` for rows where ``query.where`` is true,
-    with a key greater than ``after`` (device_id, or (device_id, job_id) for devices.jobs),
-    in key order, at most ``limit`` rows. Projections and TOP are the caller's: pass
+def compile_rows(
+    query: Query, dialect: Dialect, *, after: tuple[str, ...] | None, limit: int, keys_only: bool = False
+) -> SqlFragment:
+    """SELECT the source's ``TableSchema.columns`` (only its ``key`` columns with
+    ``keys_only``) for rows where ``query.where`` is true, with a key greater than ``after``
+    (device_id, or (device_id, job_id) for devices.jobs), in key order, at most ``limit``
+    rows. Projections and TOP are the caller's: pass
     ``limit = min(page size, rows TOP still allows)``."""
     if limit < 0:
         raise ValueError(f"limit must not be negative, got {limit}")
@@ -1161,7 +1164,7 @@ def compile_rows(query: Query, dialect: Dialect, *, after: tuple[str, ...] | Non
             conditions.append(f"{key[0]} > {bound[0]}")
         else:
             conditions.append(f"({', '.join(key)}) > ({', '.join(bound)})")
-    columns = ", ".join(ctx.column(name) for name in schema.columns)
+    columns = ", ".join(ctx.column(name) for name in (schema.key if keys_only else schema.columns))
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     text = f"SELECT {columns} FROM {schema.name}{where} ORDER BY {', '.join(key)} LIMIT {ctx.backend.limit(ctx, limit)}"
     return ctx.fragment(text)

@@ -73,6 +73,14 @@ class SqlQueries:
         rows = await self._fetch(fragment, table_of(Source.DEVICES))
         return [twin_from_row(row) for row in rows]
 
+    async def query_device_ids(self, condition: Expr | None, *, after: str | None, limit: int) -> list[str]:
+        query = Query(Source.DEVICES, Star(), where=condition)
+        fragment = compile_rows(
+            query, self._dialect, after=None if after is None else (after,), limit=limit, keys_only=True
+        )
+        rows = await self._fetch(fragment)
+        return [str(row["device_id"]) for row in rows]
+
     async def query_device_jobs(
         self, condition: Expr | None, *, after: tuple[str, str] | None, limit: int
     ) -> list[DeviceJob]:

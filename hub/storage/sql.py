@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -19,7 +19,7 @@ from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus, Job
 from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
 from hub.domain.twin import Twin
-from hub.engine.ports import PresenceUpdate
+from hub.engine.ports import PresenceUpdate, TwinJobBatch
 from hub.errors import (
     ConcurrencyConflictError,
     DeviceAlreadyExistsError,
@@ -131,12 +131,20 @@ _record_presence = (
 )
 
 
+_PENDING_DEVICE_STATUSES = (DeviceJobStatus.PENDING.value, DeviceJobStatus.SCHEDULED.value)
+_OPEN_DEVICE_STATUSES = tuple(status.value for status in DeviceJobStatus if not status.is_terminal)
+_TERMINAL_DEVICE_STATUSES = tuple(status.value for status in DeviceJobStatus if status.is_terminal)
+_TERMINAL_JOB_STATUSES = tuple(status.value for status in JobStatus if status.is_terminal)
+
 # One executemany for a batch of device job updates; the b_ names keep clear of the columns'.
+# A terminal record keeps its result: the first one wins. (The statuses are inline literals:
+# an expanding IN parameter cannot be used with executemany.)
 _update_device_job = (
     sa.update(_device_jobs)
     .where(
         _device_jobs.c.job_id == sa.bindparam("b_job_id"),
         _device_jobs.c.device_id == sa.bindparam("b_device_id"),
+        _device_jobs.c.status.not_in([sa.literal_column(f"'{status}'") for status in _TERMINAL_DEVICE_STATUSES]),
     )
     .values(
         status=sa.bindparam("b_status", type_=sa.String(32)),
@@ -148,8 +156,26 @@ _update_device_job = (
     )
 )
 
-_PENDING_DEVICE_STATUSES = (DeviceJobStatus.PENDING.value, DeviceJobStatus.SCHEDULED.value)
-_TERMINAL_JOB_STATUSES = tuple(status.value for status in JobStatus if status.is_terminal)
+# One executemany writing a batch of twins (the columns save_twin writes); t_ names likewise.
+_update_twin = (
+    sa.update(_devices)
+    .where(_devices.c.device_id == sa.bindparam("t_device_id"))
+    .values({name: sa.bindparam(f"t_{name}", type_=_devices.c[name].type) for name in twin_values(Twin(device_id=""))})
+)
+
+# Fails records (already claimed in the same transaction) whose device no longer exists.
+_fail_missing_device_job = (
+    sa.update(_device_jobs)
+    .where(
+        _device_jobs.c.job_id == sa.bindparam("m_job_id"),
+        _device_jobs.c.device_id == sa.bindparam("m_device_id"),
+    )
+    .values(
+        status=DeviceJobStatus.FAILED.value,
+        outcome=None,
+        error=sa.bindparam("m_error", type_=NULLABLE_JSON_TYPE),
+    )
+)
 
 
 def _device_job_params(job: DeviceJob) -> dict[str, Any]:
@@ -163,6 +189,16 @@ def _device_job_params(job: DeviceJob) -> dict[str, Any]:
         "b_outcome": job.outcome,
         "b_error": job.error,
     }
+
+
+def _twin_params(twin: Twin) -> dict[str, Any]:
+    params = {f"t_{name}": value for name, value in twin_values(twin).items()}
+    params["t_device_id"] = twin.device_id
+    return params
+
+
+def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[start : start + _IN_CHUNK] for start in range(0, len(items), _IN_CHUNK)]
 
 
 def _job_not_found(job_id: str) -> JobNotFoundError:
@@ -415,6 +451,55 @@ class SqlStore:
         async with self._begin() as connection:
             await connection.execute(_update_device_job, params)
 
+    async def complete_twin_job_batch(
+        self, job_id: str, device_ids: Sequence[str], change: Callable[[Twin], Twin], now: datetime
+    ) -> TwinJobBatch:
+        wanted = list(dict.fromkeys(device_ids))
+        if not wanted:
+            return TwinJobBatch(twins=[], missing=[])
+        claim = (
+            sa.update(_device_jobs)
+            .where(_device_jobs.c.job_id == job_id, _device_jobs.c.status.in_(_OPEN_DEVICE_STATUSES))
+            .values(status=DeviceJobStatus.COMPLETED.value, start_time=now, end_time=now, last_updated_time=now)
+            .returning(_device_jobs.c.device_id)
+        )
+        claimed: list[str] = []
+        found: dict[str, Twin] = {}
+        async with self._begin() as connection:
+            # A write first: on SQLite the transaction then holds the write lock while it
+            # reads the twins, so nobody changes them between the read and the write.
+            for chunk in _chunks(wanted):
+                statement = claim.where(_device_jobs.c.device_id.in_(chunk))
+                claimed.extend((await connection.execute(statement)).scalars())
+            if not claimed:
+                return TwinJobBatch(twins=[], missing=[])
+            claimed.sort()
+            for chunk in _chunks(claimed):
+                # Locked in device_id order (PostgreSQL), so concurrent batches cannot deadlock.
+                query = (
+                    sa.select(*_TWIN_COLUMNS)
+                    .where(_devices.c.device_id.in_(chunk))
+                    .order_by(_devices.c.device_id)
+                    .with_for_update()
+                )
+                rows = (await connection.execute(query)).mappings().all()
+                found.update((row["device_id"], twin_from_row(row)) for row in rows)
+            twins = [change(found[device_id]) for device_id in claimed if device_id in found]
+            missing = [device_id for device_id in claimed if device_id not in found]
+            if twins:
+                await connection.execute(_update_twin, [_twin_params(twin) for twin in twins])
+            if missing:
+                failures = [
+                    {
+                        "m_job_id": job_id,
+                        "m_device_id": device_id,
+                        "m_error": {"code": "DeviceNotFound", "description": f"device {device_id!r} no longer exists"},
+                    }
+                    for device_id in missing
+                ]
+                await connection.execute(_fail_missing_device_job, failures)
+        return TwinJobBatch(twins=twins, missing=missing)
+
     async def list_device_jobs(
         self, job_id: str, *, status: DeviceJobStatus | None = None, after: str | None = None, limit: int = 1000
     ) -> list[DeviceJob]:
@@ -449,10 +534,13 @@ class SqlStore:
             canceled_count=counts.get(DeviceJobStatus.CANCELED.value, 0),
         )
 
-    async def pending_device_ids(self, job_id: str, *, after: str | None = None, limit: int = 1000) -> list[str]:
+    async def pending_device_ids(
+        self, job_id: str, *, after: str | None = None, limit: int = 1000, include_running: bool = False
+    ) -> list[str]:
+        statuses = _OPEN_DEVICE_STATUSES if include_running else _PENDING_DEVICE_STATUSES
         query = (
             sa.select(_device_jobs.c.device_id)
-            .where(_device_jobs.c.job_id == job_id, _device_jobs.c.status.in_(_PENDING_DEVICE_STATUSES))
+            .where(_device_jobs.c.job_id == job_id, _device_jobs.c.status.in_(statuses))
             .order_by(_device_jobs.c.device_id)
             .limit(limit)
         )
@@ -523,12 +611,20 @@ class SqlStore:
         return job_from_row(row)
 
     async def acquire_jobs(
-        self, *, node_id: str, now: datetime, lease_seconds: float, limit: int, statuses: Sequence[JobStatus]
+        self,
+        *,
+        node_id: str,
+        now: datetime,
+        lease_seconds: float,
+        limit: int,
+        statuses: Sequence[JobStatus],
+        exclude: Sequence[str] = (),
     ) -> list[Job]:
         if limit <= 0 or not statuses:
             return []
         available = sa.and_(
             _jobs.c.status.in_([status.value for status in statuses]),
+            _jobs.c.job_id.not_in(list(exclude)) if exclude else sa.true(),
             sa.or_(
                 _jobs.c.acquired_until.is_(None),
                 _jobs.c.acquired_until <= now,
@@ -554,6 +650,18 @@ class SqlStore:
                 # SQLite has one writer at a time: a single statement is atomic.
                 statement = lease.where(_jobs.c.job_id.in_(candidates.scalar_subquery()), available)
             rows = (await connection.execute(statement.returning(*_jobs.c))).mappings().all()
+        jobs = [job_from_row(row) for row in rows]
+        return sorted(jobs, key=lambda job: (job.start_time, job.job_id))
+
+    async def promote_due_jobs(self, now: datetime) -> list[Job]:
+        statement = (
+            sa.update(_jobs)
+            .where(_jobs.c.status == JobStatus.SCHEDULED.value, _jobs.c.start_time <= now)
+            .values(status=JobStatus.QUEUED.value, revision=_jobs.c.revision + 1)
+            .returning(*_jobs.c)
+        )
+        async with self._begin() as connection:
+            rows = (await connection.execute(statement)).mappings().all()
         jobs = [job_from_row(row) for row in rows]
         return sorted(jobs, key=lambda job: (job.start_time, job.job_id))
 
@@ -592,6 +700,9 @@ class SqlStore:
 
     async def query_twins(self, condition: Expr | None, *, after: str | None, limit: int) -> list[Twin]:
         return await self._queries.query_twins(condition, after=after, limit=limit)
+
+    async def query_device_ids(self, condition: Expr | None, *, after: str | None, limit: int) -> list[str]:
+        return await self._queries.query_device_ids(condition, after=after, limit=limit)
 
     async def query_device_jobs(
         self, condition: Expr | None, *, after: tuple[str, str] | None, limit: int

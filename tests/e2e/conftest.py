@@ -20,6 +20,7 @@ from hub.config import Settings
 from hub.runtime import Hub
 from hub.wire.sas import ConnectionString, device_resource_uri, generate_sas_token
 from job_client import AsyncRegistryClient
+from tests.e2e.processes import Launcher
 
 
 def hub_settings(data_dir: Path, database_url: str | None = None) -> Settings:
@@ -157,3 +158,12 @@ async def wait_for_twin(
 
 async def wait_for_state(api: httpx.AsyncClient, device_id: str, state: str = "Connected", timeout: float = 15) -> None:
     await wait_for_twin(api, device_id, lambda twin: twin.get("connectionState") == state, timeout)
+
+
+@pytest.fixture
+async def launcher(tmp_path: Path) -> AsyncIterator[Launcher]:
+    launcher = Launcher(tmp_path)
+    try:
+        yield launcher
+    finally:
+        await launcher.kill_all()

@@ -18,11 +18,7 @@ import socket
 import sqlite3
 import ssl
 import stat
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, closing, contextmanager
-from dataclasses import dataclass, field
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -30,194 +26,30 @@ import aiomqtt
 import httpx
 import pytest
 
-from hub.netbind import free_port
 from hub.storage import SqlStore
 from hub.tls import ensure_tls
-from hub.wire.sas import generate_sas_token, parse_connection_string
 from tests.e2e.conftest import DeviceCreds, create_device, next_message
+from tests.e2e.processes import (
+    EXIT_TIMEOUT,
+    HOST,
+    START_TIMEOUT,
+    Launcher,
+    ServeProcess,
+    arun_cli,
+    assert_clean_failure,
+    assert_not_listening,
+    connection_string,
+    free_ports,
+    hub_env,
+    listening_socket,
+    run_cli,
+    service_api,
+)
 
 pytestmark = pytest.mark.slow
 
-HOST = "127.0.0.1"
 POLICIES = ("iothubowner", "service", "registryRead", "registryReadWrite")
-START_TIMEOUT = 60.0  # upper bound for a hub process to answer /healthz, or to give up
-EXIT_TIMEOUT = 15.0  # upper bound for a clean shutdown after SIGTERM / SIGINT
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-# -- running the CLI ----------------------------------------------------------------------------
-
-
-def _env(**settings: str) -> dict[str, str]:
-    """This environment without any FLEETHUB_* variable of the developer's, plus ``settings``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FLEETHUB_")}
-    # A wide terminal so help text is not wrapped inside an option name.
-    env.update(COLUMNS="200", NO_COLOR="1", PYTHONUNBUFFERED="1")
-    env.update(settings)
-    return env
-
-
-def run_cli(
-    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m hub ARGS`` to completion (killed after START_TIMEOUT)."""
-    return subprocess.run(
-        [sys.executable, "-m", "hub", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env if env is not None else _env(),
-        cwd=cwd,
-        timeout=START_TIMEOUT,
-        check=False,
-    )
-
-
-async def arun_cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(run_cli, *args, env=env)
-
-
-async def connection_string(data_dir: Path, *args: str) -> str:
-    result = await arun_cli("connection-string", "--data-dir", data_dir, *args)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout.strip()
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    """A non-zero exit whose stderr says what is wrong (every needle) without a traceback."""
-    assert result.returncode != 0, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
-
-
-def assert_not_listening(*ports: int) -> None:
-    for port in ports:
-        with socket.socket() as probe:
-            probe.settimeout(5)
-            assert probe.connect_ex((HOST, port)) != 0, f"something still listens on {port}"
-
-
-def _free_ports(count: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < count:
-        ports.add(free_port(HOST))
-    return sorted(ports)
-
-
-@contextmanager
-def _listening_socket() -> Iterator[int]:
-    """A port this test holds (bound and listening on 127.0.0.1) until the block ends."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        sock.listen()
-        yield sock.getsockname()[1]
-
-
-# -- hub processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class ServeProcess:
-    proc: asyncio.subprocess.Process
-    data_dir: Path
-    http_port: int
-    mqtt_port: int
-    stdout: Path
-    stderr: Path
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{HOST}:{self.http_port}"
-
-    def output(self) -> str:
-        out, err = (path.read_text(errors="replace") for path in (self.stdout, self.stderr))
-        return f"--- stdout\n{out}\n--- stderr\n{err}"
-
-    async def wait_healthy(self) -> None:
-        async with httpx.AsyncClient(base_url=self.http_url, timeout=5) as client:
-            try:
-                async with asyncio.timeout(START_TIMEOUT):
-                    while True:
-                        if self.proc.returncode is not None:
-                            raise AssertionError(f"hub exited with {self.proc.returncode}:\n{self.output()}")
-                        try:
-                            if (await client.get("/healthz")).status_code == 200:
-                                return
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.1)
-            except TimeoutError:
-                raise AssertionError(f"hub never became healthy:\n{self.output()}") from None
-
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        """Send ``sig`` and wait (at most EXIT_TIMEOUT) for the exit code."""
-        self.proc.send_signal(sig)
-        try:
-            async with asyncio.timeout(EXIT_TIMEOUT):
-                return await self.proc.wait()
-        except TimeoutError:
-            raise AssertionError(f"hub still running {EXIT_TIMEOUT} s after {sig.name}:\n{self.output()}") from None
-
-
-@dataclass
-class Launcher:
-    """Starts ``python -m hub serve`` processes and kills whatever is left at the end of the test."""
-
-    tmp_path: Path
-    started: list[ServeProcess] = field(default_factory=list)
-
-    async def serve(self, data_dir: Path, *, env: dict[str, str] | None = None, flags: bool = True) -> ServeProcess:
-        """Start and wait for /healthz. With ``flags`` the data dir and ports go on the command line;
-        without, ``env`` alone configures the hub (``data_dir`` is then only where tests look)."""
-        env = dict(env or {})
-        if flags:
-            http_port, mqtt_port = _free_ports(2)
-            args = [
-                "--data-dir", str(data_dir), "--bind-address", HOST,
-                "--http-port", str(http_port), "--https-port", "0",
-                "--mqtt-port", str(mqtt_port), "--mqtts-port", "0",
-            ]  # fmt: skip
-        else:
-            http_port, mqtt_port = int(env["FLEETHUB_HTTP_PORT"]), int(env["FLEETHUB_MQTT_PORT"])
-            args = []
-        n = len(self.started)
-        out, err = self.tmp_path / f"serve-{n}.stdout", self.tmp_path / f"serve-{n}.stderr"
-        cwd = self.tmp_path / f"cwd-{n}"
-        cwd.mkdir()
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hub", "serve", *args, stdout=stdout, stderr=stderr, env=_env(**env), cwd=cwd
-            )
-        hub = ServeProcess(proc, data_dir, http_port, mqtt_port, out, err)
-        self.started.append(hub)
-        await hub.wait_healthy()
-        return hub
-
-    async def kill_all(self) -> None:
-        for hub in self.started:
-            if hub.proc.returncode is None:
-                hub.proc.kill()
-            await hub.proc.wait()
-
-
-@pytest.fixture
-async def launcher(tmp_path: Path) -> AsyncIterator[Launcher]:
-    launcher = Launcher(tmp_path)
-    try:
-        yield launcher
-    finally:
-        await launcher.kill_all()
-
-
-@asynccontextmanager
-async def service_api(hub: ServeProcess, policy: str = "iothubowner") -> AsyncIterator[httpx.AsyncClient]:
-    """A REST client signed with the policy key that ``connection-string`` prints."""
-    parsed = parse_connection_string(await connection_string(hub.data_dir, "--policy", policy))
-    assert parsed.key_name == policy
-    token = generate_sas_token(parsed.hostname, parsed.shared_access_key, key_name=policy)
-    async with httpx.AsyncClient(base_url=hub.http_url, timeout=30, headers={"Authorization": token}) as client:
-        yield client
 
 
 async def twin_when(api: httpx.AsyncClient, device_id: str, state: str) -> dict[str, Any]:
@@ -259,8 +91,8 @@ async def read_until_closed(client: aiomqtt.Client) -> None:
     ("flag", "env_name"), [("--mqtt-port", "FLEETHUB_MQTT_PORT"), ("--http-port", "FLEETHUB_HTTP_PORT")]
 )
 def test_port_in_use_stops_the_start_naming_flag_and_variable(tmp_path: Path, flag: str, env_name: str) -> None:
-    ports = dict(zip(("--http-port", "--https-port", "--mqtt-port", "--mqtts-port"), _free_ports(4), strict=True))
-    with _listening_socket() as taken:
+    ports = dict(zip(("--http-port", "--https-port", "--mqtt-port", "--mqtts-port"), free_ports(4), strict=True))
+    with listening_socket() as taken:
         ports[flag] = taken
         args = [arg for item in ports.items() for arg in map(str, item)]
         result = run_cli("serve", "--data-dir", tmp_path / "data", "--bind-address", HOST, *args)
@@ -270,9 +102,9 @@ def test_port_in_use_stops_the_start_naming_flag_and_variable(tmp_path: Path, fl
 
 
 def test_taken_port_from_the_environment_names_it_too(tmp_path: Path) -> None:
-    http, https, mqtts = _free_ports(3)
-    with _listening_socket() as taken:
-        env = _env(
+    http, https, mqtts = free_ports(3)
+    with listening_socket() as taken:
+        env = hub_env(
             FLEETHUB_DATA_DIR=str(tmp_path / "data"),
             FLEETHUB_BIND_ADDRESS=HOST,
             FLEETHUB_HTTP_PORT=str(http),
@@ -299,18 +131,18 @@ def test_bad_setting_fails_the_start_with_a_message(
     tmp_path: Path, setting: str, value: str, needles: list[str]
 ) -> None:
     data = tmp_path / "data"
-    result = run_cli("serve", env=_env(FLEETHUB_DATA_DIR=str(data), FLEETHUB_BIND_ADDRESS=HOST, **{setting: value}))
+    result = run_cli("serve", env=hub_env(FLEETHUB_DATA_DIR=str(data), FLEETHUB_BIND_ADDRESS=HOST, **{setting: value}))
     assert_clean_failure(result, *needles)
     assert "hunter2" not in result.stderr  # a database URL may hold a password: never echoed
     assert not data.exists()  # refused before anything was created
 
 
 def test_unreachable_database_fails_the_start_with_a_message(tmp_path: Path) -> None:
-    http, https, mqtt, mqtts, nobody = _free_ports(5)
+    http, https, mqtt, mqtts, nobody = free_ports(5)
     result = run_cli(
         "serve", "--data-dir", tmp_path / "data", "--bind-address", HOST,
         "--http-port", str(http), "--https-port", str(https), "--mqtt-port", str(mqtt), "--mqtts-port", str(mqtts),
-        env=_env(FLEETHUB_DATABASE_URL=f"postgresql+asyncpg://fleethub:hunter2@{HOST}:{nobody}/hub"),
+        env=hub_env(FLEETHUB_DATABASE_URL=f"postgresql+asyncpg://fleethub:hunter2@{HOST}:{nobody}/hub"),
     )  # fmt: skip
     assert_clean_failure(result, "database")
     assert "hunter2" not in result.stderr
@@ -321,7 +153,7 @@ def test_unreachable_database_fails_the_start_with_a_message(tmp_path: Path) -> 
 
 
 async def test_every_setting_can_come_from_the_environment(launcher: Launcher, tmp_path: Path) -> None:
-    http, https, mqtt, mqtts = _free_ports(4)
+    http, https, mqtt, mqtts = free_ports(4)
     data, database = tmp_path / "env-data", tmp_path / "elsewhere" / "hub.db"
     database.parent.mkdir()
     env = {
@@ -355,14 +187,14 @@ async def test_every_setting_can_come_from_the_environment(launcher: Launcher, t
         pass
 
     # connection-string reads the same variables: the host name, and the database outside the data dir.
-    result = await arun_cli("connection-string", env=_env(**env))
+    result = await arun_cli("connection-string", env=hub_env(**env))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("HostName=hub.example.test;SharedAccessKeyName=iothubowner;")
     assert await hub.stop() == 0
 
 
 async def test_flags_win_over_the_environment(launcher: Launcher, tmp_path: Path) -> None:
-    with _listening_socket() as taken:
+    with listening_socket() as taken:
         env = {"FLEETHUB_HTTP_PORT": str(taken), "FLEETHUB_MQTT_PORT": str(taken)}
         hub = await launcher.serve(tmp_path / "data", env=env)  # --http-port and --mqtt-port are free probes
         assert await hub.stop() == 0
@@ -501,11 +333,11 @@ async def test_owner_key_becomes_iothubowner_primary_key_on_first_start(launcher
 )
 def test_bad_owner_key_fails_the_start_with_a_message(tmp_path: Path, bad_key: str) -> None:
     data = tmp_path / "data"
-    http, https, mqtt, mqtts = _free_ports(4)
+    http, https, mqtt, mqtts = free_ports(4)
     result = run_cli(
         "serve", "--data-dir", data, "--bind-address", HOST,
         "--http-port", str(http), "--https-port", str(https), "--mqtt-port", str(mqtt), "--mqtts-port", str(mqtts),
-        env=_env(FLEETHUB_OWNER_KEY=bad_key),
+        env=hub_env(FLEETHUB_OWNER_KEY=bad_key),
     )  # fmt: skip
     assert_clean_failure(result, "FLEETHUB_OWNER_KEY")
     assert bad_key not in result.stderr  # a key, even a bad one, is not echoed

@@ -40,6 +40,11 @@ def twin_job(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def later() -> str:
+    """A start time the runner leaves alone for the whole test: the job stays scheduled."""
+    return (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+
+
 def error_code(response: httpx.Response) -> str:
     return response.headers.get("iothub-errorcode", "")
 
@@ -118,11 +123,11 @@ async def test_invalid_requests_are_400(
 
 
 async def test_get_job_with_statistics(api: httpx.AsyncClient) -> None:
-    await api.put("/jobs/v2/g1", json=method_job())
+    await api.put("/jobs/v2/g1", json=method_job(startTime=later()))
     response = await api.get("/jobs/v2/g1")
     assert response.status_code == 200
     doc = response.json()
-    assert doc["status"] == "queued"
+    assert doc["status"] == "scheduled"
     assert doc["deviceJobStatistics"] == {
         "deviceCount": 0,
         "failedCount": 0,
@@ -133,8 +138,8 @@ async def test_get_job_with_statistics(api: httpx.AsyncClient) -> None:
     }
 
 
-async def test_cancel_queued_then_again(api: httpx.AsyncClient) -> None:
-    await api.put("/jobs/v2/c1", json=method_job())
+async def test_cancel_scheduled_then_again(api: httpx.AsyncClient) -> None:
+    await api.put("/jobs/v2/c1", json=method_job(startTime=later()))
     response = await api.post("/jobs/v2/c1/cancel")
     assert response.status_code == 200, response.text
     doc = response.json()
@@ -176,9 +181,9 @@ async def _walk(api: httpx.AsyncClient, params: dict[str, str], page: int) -> tu
 
 async def test_query_by_type_and_status_with_paging(api: httpx.AsyncClient) -> None:
     for i in range(5):
-        assert (await api.put(f"/jobs/v2/m-{i}", json=method_job())).status_code == 200
+        assert (await api.put(f"/jobs/v2/m-{i}", json=method_job(startTime=later()))).status_code == 200
     for i in range(2):
-        assert (await api.put(f"/jobs/v2/t-{i}", json=twin_job())).status_code == 200
+        assert (await api.put(f"/jobs/v2/t-{i}", json=twin_job(startTime=later()))).status_code == 200
     await api.post("/jobs/v2/m-1/cancel")
 
     ids, pages = await _walk(api, {"jobType": "scheduleDeviceMethod"}, 2)
@@ -186,8 +191,8 @@ async def test_query_by_type_and_status_with_paging(api: httpx.AsyncClient) -> N
     assert pages == 3
     all_ids, _ = await _walk(api, {}, 2)
     assert sorted(all_ids) == sorted([f"m-{i}" for i in range(5)] + ["t-0", "t-1"])
-    queued, _ = await _walk(api, {"jobType": "scheduleDeviceMethod", "jobStatus": "queued"}, 2)
-    assert queued == ["m-0", "m-2", "m-3", "m-4"]
+    scheduled, _ = await _walk(api, {"jobType": "scheduleDeviceMethod", "jobStatus": "scheduled"}, 2)
+    assert scheduled == ["m-0", "m-2", "m-3", "m-4"]
     cancelled, _ = await _walk(api, {"jobStatus": "cancelled"}, 2)
     assert cancelled == ["m-1"]
 
@@ -200,8 +205,8 @@ async def test_query_rejects_bad_filters_and_tokens(api: httpx.AsyncClient) -> N
     assert (await api.get("/jobs/v2/query", headers={"x-ms-max-item-count": "0"})).status_code == 400
 
 
-async def test_device_results_empty_before_the_runner(api: httpx.AsyncClient) -> None:
-    await api.put("/jobs/v2/d1", json=method_job())
+async def test_device_results_empty_before_the_start(api: httpx.AsyncClient) -> None:
+    await api.put("/jobs/v2/d1", json=method_job(startTime=later()))
     response = await api.get("/jobs/v2/d1/devices", params={"status": "pending"})
     assert response.status_code == 200
     assert response.json() == []
@@ -209,7 +214,7 @@ async def test_device_results_empty_before_the_runner(api: httpx.AsyncClient) ->
 
 
 async def test_events_record_creation_and_cancel(api: httpx.AsyncClient) -> None:
-    await api.put("/jobs/v2/e1", json=method_job())
+    await api.put("/jobs/v2/e1", json=method_job(startTime=later()))
     await api.post("/jobs/v2/e1/cancel")
     response = await api.get("/jobs/v2/e1/events")
     assert response.status_code == 200
@@ -223,9 +228,10 @@ async def test_events_record_creation_and_cancel(api: httpx.AsyncClient) -> None
 async def test_sdk_round_trip(hub: Hub) -> None:
     assert hub.endpoints is not None
     async with AsyncJobClient.from_connection_string(connection_string(hub), url=hub.endpoints.http_url) as client:
-        created = await client.schedule_device_method("sdk-1", "*", MethodParams("ping", {"n": 1}))
+        tomorrow = datetime.now(UTC) + timedelta(days=1)
+        created = await client.schedule_device_method("sdk-1", "*", MethodParams("ping", {"n": 1}), start_time=tomorrow)
         assert created.job_id == "sdk-1"
-        assert str(created.status) == "queued"
+        assert str(created.status) == "scheduled"
         twin = await client.schedule_twin_update(
             "sdk-2", "tags.x = 1", {"tags": {"y": 2}}, start_time=datetime.now(UTC) + timedelta(days=1)
         )

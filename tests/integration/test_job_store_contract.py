@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+from hub.domain.devices import new_device
 from hub.domain.jobs import (
     DeviceJob,
     DeviceJobStatistics,
@@ -23,7 +25,8 @@ from hub.domain.jobs import (
     JobType,
 )
 from hub.domain.methods import MethodRequest
-from hub.engine.ports import JobStore
+from hub.domain.twin import Twin, apply_desired_patch, apply_tags_patch
+from hub.engine.ports import JobStore, TwinJobBatch
 from hub.errors import ConcurrencyConflictError, JobAlreadyExistsError, JobNotFoundError
 from hub.storage import SqlStore
 from hub.storage.tables import metadata
@@ -62,6 +65,21 @@ def _twin_job(job_id: str, **changes: object) -> Job:
 
 def _device_job(job_id: str, device_id: str, status: DeviceJobStatus = DeviceJobStatus.PENDING) -> DeviceJob:
     return DeviceJob(job_id, device_id, JobType.DEVICE_METHOD, status, T0, T0)
+
+
+def _twin_record(job_id: str, device_id: str, status: DeviceJobStatus = DeviceJobStatus.PENDING) -> DeviceJob:
+    return DeviceJob(job_id, device_id, JobType.UPDATE_TWIN, status, T0, T0)
+
+
+def _twin_change(now: datetime, calls: list[str]) -> Callable[[Twin], Twin]:
+    """What a twin update job does to each twin (one version step), noting the ids it saw."""
+
+    def change(twin: Twin) -> Twin:
+        calls.append(twin.device_id)
+        patched = apply_desired_patch(apply_tags_patch(twin, {"site": "south"}, now), {"fw": "2.0"}, now)
+        return replace(patched, version=twin.version + 1, revision=twin.revision + 1)
+
+    return change
 
 
 def _as_job_store(store: SqlStore) -> JobStore:
@@ -203,6 +221,41 @@ async def test_a_released_lease_is_free_again(store: SqlStore) -> None:
     assert [job.acquired_by for job in got] == ["node-b"]
 
 
+async def test_acquire_skips_excluded_jobs(store: SqlStore) -> None:
+    for job_id in ("job-a", "job-b", "job-c"):
+        await store.add_job(_method_job(job_id))
+    got = await store.acquire_jobs(
+        node_id="n", now=T0, lease_seconds=10, limit=10, statuses=_ACTIVE, exclude=["job-a", "job-c", "job-x"]
+    )
+    assert [job.job_id for job in got] == ["job-b"]
+    assert (await store.get_job("job-a")).acquired_by is None
+    got = await store.acquire_jobs(node_id="n", now=T0, lease_seconds=10, limit=10, statuses=_ACTIVE, exclude=[])
+    assert [job.job_id for job in got] == ["job-a", "job-b", "job-c"]
+
+
+async def test_promote_due_jobs_queues_scheduled_jobs_whose_start_has_come(store: SqlStore) -> None:
+    now = T0 + timedelta(minutes=1)
+    await store.add_job(_method_job("job-due-late", status=JobStatus.SCHEDULED, start_time=now))
+    await store.add_job(_method_job("job-due-early", status=JobStatus.SCHEDULED, start_time=T0, revision=3))
+    await store.add_job(_twin_job("job-due-tie", status=JobStatus.SCHEDULED, start_time=T0))
+    await store.add_job(
+        _method_job("job-future", status=JobStatus.SCHEDULED, start_time=now + timedelta(microseconds=1))
+    )
+    await store.add_job(_method_job("job-queued", start_time=T0))
+    await store.add_job(_method_job("job-done", status=JobStatus.CANCELLED, start_time=T0, end_time=T0))
+    before = {job.job_id: job for job in await store.list_jobs(limit=10)}
+
+    promoted = await store.promote_due_jobs(now)
+
+    assert [job.job_id for job in promoted] == ["job-due-early", "job-due-tie", "job-due-late"]
+    for job in promoted:
+        assert job == replace(before[job.job_id], status=JobStatus.QUEUED, revision=before[job.job_id].revision + 1)
+        assert await store.get_job(job.job_id) == job
+    for untouched in ("job-future", "job-queued", "job-done"):
+        assert await store.get_job(untouched) == before[untouched]
+    assert await store.promote_due_jobs(now) == []
+
+
 async def test_concurrent_acquirers_never_share_a_job(database_url: str) -> None:
     async with SqlStore.open(database_url) as store:
         for index in range(30):
@@ -293,6 +346,213 @@ async def test_list_device_jobs_and_pending_ids_page_in_device_id_order(store: S
     assert await store.pending_device_ids("job-1", limit=10) == ["Dev-Z", "dev-b", "dev-c"]
     assert await store.pending_device_ids("job-1", after="Dev-Z", limit=1) == ["dev-b"]
     assert await store.pending_device_ids("job-none", limit=10) == []
+
+
+async def test_pending_device_ids_can_include_running_records(store: SqlStore) -> None:
+    await store.add_device_jobs(
+        [
+            _device_job("job-1", device_id, status)
+            for device_id, status in [
+                ("dev-a", DeviceJobStatus.RUNNING),
+                ("dev-b", DeviceJobStatus.PENDING),
+                ("dev-c", DeviceJobStatus.COMPLETED),
+                ("dev-d", DeviceJobStatus.SCHEDULED),
+                ("dev-e", DeviceJobStatus.FAILED),
+                ("dev-f", DeviceJobStatus.RUNNING),
+                ("dev-g", DeviceJobStatus.CANCELED),
+            ]
+        ]
+        + [_device_job("job-2", "dev-0", DeviceJobStatus.RUNNING)]
+    )
+
+    assert await store.pending_device_ids("job-1", limit=10) == ["dev-b", "dev-d"]
+    every = await store.pending_device_ids("job-1", limit=10, include_running=True)
+    assert every == ["dev-a", "dev-b", "dev-d", "dev-f"]
+    page = await store.pending_device_ids("job-1", after="dev-b", limit=2, include_running=True)
+    assert page == ["dev-d", "dev-f"]
+
+
+async def test_update_device_jobs_never_overwrites_a_terminal_record(store: SqlStore) -> None:
+    statuses = {
+        "dev-completed": DeviceJobStatus.COMPLETED,
+        "dev-failed": DeviceJobStatus.FAILED,
+        "dev-canceled": DeviceJobStatus.CANCELED,
+        "dev-pending": DeviceJobStatus.PENDING,
+        "dev-running": DeviceJobStatus.RUNNING,
+        "dev-scheduled": DeviceJobStatus.SCHEDULED,
+    }
+    done = T0 + timedelta(seconds=1)
+    records = [
+        replace(
+            _device_job("job-1", device_id, status),
+            end_time=done if status.is_terminal else None,
+            outcome={"deviceMethodResponse": {"status": 200, "payload": None}} if status.is_terminal else None,
+        )
+        for device_id, status in sorted(statuses.items())
+    ]
+    await store.add_device_jobs(records)
+    before = {record.device_id: record for record in records}
+
+    later = T0 + timedelta(seconds=9)
+    failed = {"code": "JobTimedOut", "description": "late"}
+    await store.update_device_jobs(
+        [
+            replace(record, status=DeviceJobStatus.FAILED, last_updated_time=later, end_time=later, error=failed)
+            for record in records
+        ]
+    )
+    after = {record.device_id: record for record in await store.list_device_jobs("job-1", limit=10)}
+    for device_id, status in statuses.items():
+        if status.is_terminal:
+            assert after[device_id] == before[device_id]
+        else:
+            assert after[device_id].status is DeviceJobStatus.FAILED
+            assert after[device_id].error == failed
+            assert after[device_id].end_time == later
+
+    # A late "running" (or a second terminal result) changes nothing on a finished record.
+    await store.update_device_jobs(
+        [
+            replace(before["dev-completed"], status=DeviceJobStatus.RUNNING, end_time=None, last_updated_time=later),
+            replace(after["dev-pending"], status=DeviceJobStatus.COMPLETED, error=None),
+        ]
+    )
+    assert await store.list_device_jobs("job-1", limit=10) == [after[device_id] for device_id in sorted(after)]
+
+
+# -- twin update batches ----------------------------------------------------------------
+
+
+async def _twin_job_setup(store: SqlStore, device_ids: list[str], job_id: str = "job-t") -> None:
+    assert await store.add_devices([new_device(device_id, T0) for device_id in device_ids]) == set()
+    assert await store.add_device_jobs([_twin_record(job_id, device_id) for device_id in device_ids]) == set()
+
+
+async def test_twin_batch_applies_the_change_and_completes_the_records(store: SqlStore) -> None:
+    ids = ["dev-a", "dev-b", "dev-c", "dev-d"]
+    await _twin_job_setup(store, ids)
+    await store.update_device_jobs(
+        [replace(_twin_record("job-t", "dev-b"), status=DeviceJobStatus.RUNNING, start_time=T0)]
+    )
+    now = T0 + timedelta(seconds=30)
+    calls: list[str] = []
+
+    batch = await store.complete_twin_job_batch("job-t", ["dev-c", "dev-a", "dev-b"], _twin_change(now, calls), now)
+
+    assert sorted(calls) == ["dev-a", "dev-b", "dev-c"]
+    assert batch.missing == []
+    assert sorted(twin.device_id for twin in batch.twins) == ["dev-a", "dev-b", "dev-c"]
+    for twin in batch.twins:
+        stored = await store.get_twin(twin.device_id)
+        assert stored == twin  # written as the change returned it
+        assert stored.tags == {"site": "south"}
+        assert stored.desired.properties == {"fw": "2.0"}
+        assert (stored.version, stored.revision) == (2, 2)
+    assert (await store.get_twin("dev-d")).revision == 1  # not in the batch
+    records = {record.device_id: record for record in await store.list_device_jobs("job-t")}
+    for device_id in ("dev-a", "dev-b", "dev-c"):
+        assert records[device_id] == replace(
+            _twin_record("job-t", device_id),
+            status=DeviceJobStatus.COMPLETED,
+            start_time=now,
+            end_time=now,
+            last_updated_time=now,
+        )
+    assert records["dev-d"] == _twin_record("job-t", "dev-d")
+    assert await store.pending_device_ids("job-t", include_running=True) == ["dev-d"]
+
+
+async def test_twin_batch_run_again_changes_nothing(store: SqlStore) -> None:
+    ids = ["dev-a", "dev-b"]
+    await _twin_job_setup(store, ids)
+    now = T0 + timedelta(seconds=30)
+    first = await store.complete_twin_job_batch("job-t", ids, _twin_change(now, []), now)
+    twins = [await store.get_twin(device_id) for device_id in ids]
+    records = await store.list_device_jobs("job-t")
+
+    calls: list[str] = []
+    later = now + timedelta(seconds=30)
+    again = await store.complete_twin_job_batch("job-t", ids, _twin_change(later, calls), later)
+
+    assert len(first.twins) == 2
+    assert again == TwinJobBatch(twins=[], missing=[])
+    assert calls == []
+    assert [await store.get_twin(device_id) for device_id in ids] == twins
+    assert await store.list_device_jobs("job-t") == records
+    assert await store.complete_twin_job_batch("job-t", [], _twin_change(later, calls), later) == again
+
+
+async def test_twin_batch_fails_the_records_of_deleted_devices(store: SqlStore) -> None:
+    await _twin_job_setup(store, ["dev-a", "dev-gone", "dev-z"])
+    await store.remove_device("dev-gone")
+    now = T0 + timedelta(seconds=30)
+    calls: list[str] = []
+
+    batch = await store.complete_twin_job_batch("job-t", ["dev-a", "dev-gone", "dev-z"], _twin_change(now, calls), now)
+
+    assert batch.missing == ["dev-gone"]
+    assert sorted(twin.device_id for twin in batch.twins) == ["dev-a", "dev-z"]
+    assert sorted(calls) == ["dev-a", "dev-z"]
+    [gone] = await store.list_device_jobs("job-t", status=DeviceJobStatus.FAILED)
+    assert gone.device_id == "dev-gone"
+    assert gone.error == {"code": "DeviceNotFound", "description": "device 'dev-gone' no longer exists"}
+    assert gone.outcome is None
+    assert (gone.start_time, gone.end_time, gone.last_updated_time) == (now, now, now)
+    assert await store.count_device_jobs("job-t") == DeviceJobStatistics(
+        device_count=3, succeeded_count=2, failed_count=1
+    )
+    # Run again: the failed record is terminal too.
+    again = await store.complete_twin_job_batch("job-t", ["dev-gone"], _twin_change(now, calls), now)
+    assert again == TwinJobBatch(twins=[], missing=[])
+
+
+async def test_twin_batch_leaves_other_jobs_and_terminal_records_alone(store: SqlStore) -> None:
+    await _twin_job_setup(store, ["dev-a", "dev-b", "dev-c"])
+    await store.add_devices([new_device("dev-other", T0)])
+    await store.add_device_jobs([_twin_record("job-other", device_id) for device_id in ("dev-a", "dev-other")])
+    canceled = replace(
+        _twin_record("job-t", "dev-b"), status=DeviceJobStatus.CANCELED, end_time=T0, last_updated_time=T0
+    )
+    await store.update_device_jobs([canceled])
+    now = T0 + timedelta(seconds=30)
+    calls: list[str] = []
+
+    batch = await store.complete_twin_job_batch(
+        "job-t", ["dev-a", "dev-b", "dev-c", "dev-other", "dev-unknown"], _twin_change(now, calls), now
+    )
+
+    # dev-other has no record in job-t, dev-unknown neither a record nor a device.
+    assert sorted(calls) == ["dev-a", "dev-c"]
+    assert sorted(twin.device_id for twin in batch.twins) == ["dev-a", "dev-c"]
+    assert batch.missing == []
+    for device_id in ("dev-b", "dev-other"):
+        assert await store.get_twin(device_id) == Twin(device_id, status_updated_time=T0)
+    [b] = await store.list_device_jobs("job-t", after="dev-a", limit=1)
+    assert b == canceled
+    assert await store.list_device_jobs("job-other") == [
+        _twin_record("job-other", "dev-a"),
+        _twin_record("job-other", "dev-other"),
+    ]
+
+
+async def test_twin_batch_of_thousands_of_devices(store: SqlStore) -> None:
+    ids = [f"dev-{index:05}" for index in range(2500)]
+    await _twin_job_setup(store, ids)
+    await store.remove_devices(["dev-00999", "dev-01000", "dev-02499"])  # across the chunks
+    now = T0 + timedelta(seconds=30)
+    calls: list[str] = []
+
+    batch = await store.complete_twin_job_batch("job-t", list(reversed(ids)), _twin_change(now, calls), now)
+
+    assert batch.missing == ["dev-00999", "dev-01000", "dev-02499"]
+    assert len(batch.twins) == len(calls) == 2497
+    assert await store.count_device_jobs("job-t") == DeviceJobStatistics(
+        device_count=2500, succeeded_count=2497, failed_count=3
+    )
+    for device_id in ("dev-00000", "dev-01001", "dev-02498"):
+        twin = await store.get_twin(device_id)
+        assert (twin.tags, twin.revision) == ({"site": "south"}, 2)
+    assert await store.pending_device_ids("job-t", include_running=True) == []
 
 
 # -- events ------------------------------------------------------------------------------

@@ -466,6 +466,41 @@ async def test_pages_follow_the_key_order(store: SqlStore) -> None:
     assert await store.query_twins(None, after=None, limit=0) == []
 
 
+async def test_device_ids_are_the_ids_of_the_twins_selected(store: SqlStore) -> None:
+    await _load(store)
+    await store.add_devices([new_device(device_id, T0) for device_id in ["b", "a", "A", "a-1", "Z9", "z"]])
+    conditions: list[Expr | None] = [
+        None,
+        parse_condition("status = 'enabled'"),
+        parse_condition("tags.n = 5"),
+        parse_condition("IS_DEFINED(properties.reported.temp) OR deviceId = 'z'"),
+        parse_condition("tags.missing = 1"),
+    ]
+    for condition in conditions:
+        for after in (None, "a", "d-num", "zz"):
+            for limit in (0, 1, 2, 100):
+                twins = await store.query_twins(condition, after=after, limit=limit)
+                ids = await store.query_device_ids(condition, after=after, limit=limit)
+                assert ids == [twin.device_id for twin in twins], (condition, after, limit)
+        # Paging by the last id gives every selected id once, in key order.
+        seen: list[str] = []
+        page_after: str | None = None
+        while page := await store.query_device_ids(condition, after=page_after, limit=3):
+            seen.extend(page)
+            page_after = page[-1]
+        assert seen == [twin.device_id for twin in await store.query_twins(condition, after=None, limit=100)]
+
+
+def test_keys_only_selects_just_the_key_columns() -> None:
+    query = Query(Source.JOBS, Star(), where=parse_condition("status = 'failed'"))
+    for dialect in Dialect:
+        full = compile_rows(query, dialect, after=("d-1", "job-a"), limit=5)
+        keys = compile_rows(query, dialect, after=("d-1", "job-a"), limit=5, keys_only=True)
+        assert keys.text.startswith("SELECT device_jobs.device_id, device_jobs.job_id FROM device_jobs WHERE ")
+        assert keys.text.split(" FROM ", 1)[1] == full.text.split(" FROM ", 1)[1]
+        assert keys.params == full.params
+
+
 # -- devices.jobs ------------------------------------------------------------------------
 
 
