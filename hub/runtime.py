@@ -140,6 +140,8 @@ class Hub:
         gateway.events = services.devices
         services.policies.update(await ensure_policies(store, s.owner_key))
         await self._stack.enter_async_context(services.presence.running())
+        # Inside presence and outside the gateway: stopped devices' last patches still land.
+        await self._stack.enter_async_context(services.twins.running())
         await self._stack.enter_async_context(gateway)
         await self._stack.enter_async_context(services.job_runner.running())
         self.services = services

@@ -235,17 +235,32 @@ def _check_size(properties: JsonObject, section: Section, limits: TwinLimits) ->
 # -- transitions -------------------------------------------------------------------------
 
 
-def apply_tags_patch(twin: Twin, patch: JsonObject, now: datetime, limits: TwinLimits = LIMITS) -> Twin:
-    validate_section(patch, Section.TAGS, limits)
-    tags = merge_patch(twin.tags, patch)
-    _check_size(tags, Section.TAGS, limits)
+def apply_tags_patch(
+    twin: Twin, patch: JsonObject, now: datetime, limits: TwinLimits = LIMITS, *, validated: bool = False
+) -> Twin:
+    tags = _patch_tags(twin.tags, patch, limits, validated)
     return replace(twin, tags=tags, version=twin.version + 1, revision=twin.revision + 1)
 
 
+def _patch_tags(current: JsonObject, patch: JsonObject, limits: TwinLimits, validated: bool) -> JsonObject:
+    if not validated:
+        validate_section(patch, Section.TAGS, limits)
+    tags = merge_patch(current, patch)
+    _check_size(tags, Section.TAGS, limits)
+    return tags
+
+
 def _patch_property_set(
-    current: PropertySet, patch: JsonObject, section: Section, now: datetime, limits: TwinLimits
+    current: PropertySet,
+    patch: JsonObject,
+    section: Section,
+    now: datetime,
+    limits: TwinLimits,
+    validated: bool = False,
 ) -> PropertySet:
-    patch = validate_section(strip_system_keys(patch), section, limits)
+    patch = strip_system_keys(patch)
+    if not validated:
+        validate_section(patch, section, limits)
     properties = merge_patch(current.properties, patch)
     _check_size(properties, section, limits)
     version = current.version + 1
@@ -256,8 +271,10 @@ def _patch_property_set(
     return PropertySet(properties, metadata, version)
 
 
-def apply_desired_patch(twin: Twin, patch: JsonObject, now: datetime, limits: TwinLimits = LIMITS) -> Twin:
-    desired = _patch_property_set(twin.desired, patch, Section.DESIRED, now, limits)
+def apply_desired_patch(
+    twin: Twin, patch: JsonObject, now: datetime, limits: TwinLimits = LIMITS, *, validated: bool = False
+) -> Twin:
+    desired = _patch_property_set(twin.desired, patch, Section.DESIRED, now, limits, validated)
     return replace(twin, desired=desired, version=twin.version + 1, revision=twin.revision + 1)
 
 
@@ -267,16 +284,25 @@ def apply_reported_patch(twin: Twin, patch: JsonObject, now: datetime, limits: T
 
 
 def apply_twin_patch(
-    twin: Twin, tags: JsonObject | None, desired: JsonObject | None, now: datetime, limits: TwinLimits = LIMITS
+    twin: Twin,
+    tags: JsonObject | None,
+    desired: JsonObject | None,
+    now: datetime,
+    limits: TwinLimits = LIMITS,
+    *,
+    validated: bool = False,
 ) -> Twin:
     """A back-end PATCH (from REST or a twin update job): tags and desired merged, ``None``
-    leaving a section alone; the twin's ``version`` steps once for the whole patch."""
-    updated = twin
-    if tags is not None:
-        updated = apply_tags_patch(updated, tags, now, limits)
-    if desired is not None:
-        updated = apply_desired_patch(updated, desired, now, limits)
-    return replace(updated, version=twin.version + 1, revision=twin.revision + 1)
+    leaving a section alone; the twin's ``version`` steps once for the whole patch.
+    ``validated``: the patch passed validate_section already (a job checks its patch once,
+    not once per twin); the merged sections' sizes are still checked."""
+    new_tags = twin.tags if tags is None else _patch_tags(twin.tags, tags, limits, validated)
+    new_desired = (
+        twin.desired
+        if desired is None
+        else _patch_property_set(twin.desired, desired, Section.DESIRED, now, limits, validated)
+    )
+    return replace(twin, tags=new_tags, desired=new_desired, version=twin.version + 1, revision=twin.revision + 1)
 
 
 def replace_tags_and_desired(

@@ -277,7 +277,8 @@ class TwinJobRun(JobRun):
         self._desired: JsonObject | None = desired if isinstance(desired, dict) else None
 
     def _change(self, now: datetime) -> Callable[[Twin], Twin]:
-        return lambda twin: apply_twin_patch(twin, self._tags, self._desired, now)
+        # JobRequest.create validated the patch (validate_twin_patch).
+        return lambda twin: apply_twin_patch(twin, self._tags, self._desired, now, validated=True)
 
     async def run(self) -> RunEnd:
         store = self._ctx.store

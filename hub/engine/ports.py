@@ -83,6 +83,17 @@ class TwinStore(Protocol):
         """Write tags, desired, reported (with versions and metadata), version and revision."""
         ...
 
+    async def get_twins(self, device_ids: Sequence[str]) -> dict[str, Twin]:
+        """The twins of those devices that exist, keyed by device id (as ``get_twin`` fills them);
+        ids without a device are simply absent."""
+        ...
+
+    async def save_twins(self, writes: Sequence[tuple[Twin, int]]) -> set[str]:
+        """Write each ``(twin, expected_revision)`` as ``save_twin`` does, all in one transaction,
+        each only when its stored revision is still the expected one; return the device ids that
+        were not written (revision changed meanwhile, or device gone). Each device at most once."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class PresenceUpdate:

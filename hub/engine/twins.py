@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from hub.domain.clock import Clock
 from hub.domain.json import JsonObject
@@ -17,6 +18,7 @@ from hub.domain.twin import (
 )
 from hub.engine.ports import DeviceLink, Store
 from hub.engine.presence import PresenceService
+from hub.engine.reported import ReportedBatcher
 from hub.errors import (
     BadRequestError,
     ConcurrencyConflictError,
@@ -75,6 +77,14 @@ class TwinService:
         self._clock = clock
         self._presence = presence
         self.link = link
+        self._reported = ReportedBatcher(store, clock, self._patch_reported_alone)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[TwinService]:
+        """Batch devices' reported patches while inside (the hub's lifetime). Outside, each
+        patch is written on its own, which is all a test without a background task needs."""
+        async with self._reported.running():
+            yield self
 
     async def get_twin(self, device_id: str) -> Twin:
         return self._presence.overlay_twin(await self._store.get_twin(device_id))
@@ -144,8 +154,16 @@ class TwinService:
         return await self._store.get_twin(device_id)
 
     async def patch_reported(self, device_id: str, payload: bytes) -> int:
-        """Apply a device's reported patch; return the new reported ``$version``."""
+        """Apply a device's reported patch; return the new reported ``$version``.
+
+        Decoded here, so a malformed payload fails at once and alone; while running, the patch
+        then joins a group commit with other devices' patches (hub.engine.reported)."""
         patch = decode_json_object(payload, "reported properties patch")
+        if self._reported.is_running:
+            return await self._reported.submit(device_id, patch)
+        return await self._patch_reported_alone(device_id, patch)
+
+    async def _patch_reported_alone(self, device_id: str, patch: JsonObject) -> int:
         now = self._clock.now()
         twin = await self._write(device_id, None, lambda t: apply_reported_patch(t, patch, now))
         return twin.reported.version

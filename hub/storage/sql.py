@@ -157,11 +157,22 @@ _update_device_job = (
 )
 
 # One executemany writing a batch of twins (the columns save_twin writes); t_ names likewise.
-_update_twin = (
-    sa.update(_devices)
-    .where(_devices.c.device_id == sa.bindparam("t_device_id"))
-    .values({name: sa.bindparam(f"t_{name}", type_=_devices.c[name].type) for name in twin_values(Twin(device_id=""))})
-)
+_TWIN_VALUE_COLUMNS = tuple(twin_values(Twin(device_id="")))
+_REPORTED_COLUMNS = frozenset({"reported", "reported_metadata", "reported_version"})
+
+
+def _twin_update(columns: Sequence[str]) -> sa.Update:
+    return (
+        sa.update(_devices)
+        .where(_devices.c.device_id == sa.bindparam("t_device_id"))
+        .values({name: sa.bindparam(f"t_{name}", type_=_devices.c[name].type) for name in columns})
+    )
+
+
+_update_twin = _twin_update(_TWIN_VALUE_COLUMNS)
+# Back-end changes (twin jobs) leave reported properties alone: not re-serialising and
+# re-writing the largest columns is a third of a twin job's database time.
+_update_twin_keeping_reported = _twin_update([c for c in _TWIN_VALUE_COLUMNS if c not in _REPORTED_COLUMNS])
 
 # Fails records (already claimed in the same transaction) whose device no longer exists.
 _fail_missing_device_job = (
@@ -191,8 +202,12 @@ def _device_job_params(job: DeviceJob) -> dict[str, Any]:
     }
 
 
-def _twin_params(twin: Twin) -> dict[str, Any]:
-    params = {f"t_{name}": value for name, value in twin_values(twin).items()}
+def _twin_params(twin: Twin, *, with_reported: bool = True) -> dict[str, Any]:
+    params = {
+        f"t_{name}": value
+        for name, value in twin_values(twin).items()
+        if with_reported or name not in _REPORTED_COLUMNS
+    }
     params["t_device_id"] = twin.device_id
     return params
 
@@ -391,6 +406,63 @@ class SqlStore:
                     connection, twin.device_id, _devices.c.twin_revision, expected_revision
                 )
 
+    async def get_twins(self, device_ids: Sequence[str]) -> dict[str, Twin]:
+        """One SELECT per chunk of ids, so a batch of device writes costs one round trip to read."""
+        wanted = list(dict.fromkeys(device_ids))
+        found: dict[str, Twin] = {}
+        if not wanted:
+            return found
+        async with self._begin() as connection:
+            for chunk in _chunks(wanted):
+                query = sa.select(*_TWIN_COLUMNS).where(_devices.c.device_id.in_(chunk))
+                rows = (await connection.execute(query)).mappings().all()
+                found.update((row["device_id"], twin_from_row(row)) for row in rows)
+        return found
+
+    async def save_twins(self, writes: Sequence[tuple[Twin, int]]) -> set[str]:
+        """Write many twins, each only if its revision is still the expected one, in one transaction.
+
+        An executemany's rowcount is a total, not per row, so the unmatched rows cannot be told
+        from the UPDATE itself; and reading the revisions afterwards and looking for
+        ``expected + 1`` would mistake someone else's write of that revision for ours. So the
+        batch's rows are locked first, their revisions read under the lock, and only the rows
+        that match are written (the revision check stays in the UPDATE as a second guard):
+
+        - PostgreSQL: ``SELECT ... FOR UPDATE`` in device_id order (concurrent batches and
+          twin job batches lock in the same order, so they cannot deadlock);
+        - SQLite: the transaction starts with a write that changes nothing, so it holds the
+          database's write lock before it reads (pysqlite begins the transaction only at the
+          first write; a plain SELECT first would read outside the lock).
+        """
+        if not writes:
+            return set()
+        expected = {twin.device_id: revision for twin, revision in writes}
+        if len(expected) != len(writes):
+            raise ValueError("save_twins takes each device at most once")
+        ordered = sorted(expected)
+        statement = _update_twin.where(_devices.c.twin_revision == sa.bindparam("t_expected_revision"))
+        async with self._begin() as connection:
+            if self._dialect == "sqlite":
+                take_write_lock = sa.update(_devices).where(sa.false()).values(twin_revision=_devices.c.twin_revision)
+                await connection.execute(take_write_lock)
+            current: dict[str, int] = {}
+            for chunk in _chunks(ordered):
+                query = (
+                    sa.select(_devices.c.device_id, _devices.c.twin_revision)
+                    .where(_devices.c.device_id.in_(chunk))
+                    .order_by(_devices.c.device_id)
+                    .with_for_update()
+                )
+                current.update((device_id, revision) for device_id, revision in await connection.execute(query))
+            matching = [
+                {**_twin_params(twin), "t_expected_revision": revision}
+                for twin, revision in writes
+                if current.get(twin.device_id) == revision
+            ]
+            if matching:
+                await connection.execute(statement, matching)
+        return {device_id for device_id, revision in expected.items() if current.get(device_id) != revision}
+
     # -- presence ------------------------------------------------------------------------
 
     async def record_presence(self, updates: Sequence[PresenceUpdate]) -> None:
@@ -487,7 +559,10 @@ class SqlStore:
             twins = [change(found[device_id]) for device_id in claimed if device_id in found]
             missing = [device_id for device_id in claimed if device_id not in found]
             if twins:
-                await connection.execute(_update_twin, [_twin_params(twin) for twin in twins])
+                # ``change`` returns the reported PropertySet it was given when it leaves it alone.
+                same = all(twin.reported is found[twin.device_id].reported for twin in twins)
+                write = _update_twin_keeping_reported if same else _update_twin
+                await connection.execute(write, [_twin_params(twin, with_reported=not same) for twin in twins])
             if missing:
                 failures = [
                     {
