@@ -126,9 +126,16 @@ async def running_hub(*extra: str) -> AsyncIterator[BenchHub]:
 
 @contextlib.asynccontextmanager
 async def running_fleet(
-    hub: BenchHub, count: int, *, prefix: str = "bench-", extra: tuple[str, ...] = ()
+    hub: BenchHub,
+    count: int,
+    *,
+    prefix: str = "bench-",
+    extra: tuple[str, ...] = (),
+    expect_connected: int | None = None,
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """A device_sim process with ``count`` devices, returned once all are connected."""
+    """A device_sim process with ``count`` devices, returned once the hub counts
+    ``expect_connected`` connected devices (default ``count``: this fleet's alone)."""
+    expected = count if expect_connected is None else expect_connected
     args = [
         sys.executable,
         "-m",
@@ -158,7 +165,7 @@ async def running_fleet(
                 if process.poll() is not None:
                     raise RuntimeError(f"device_sim exited with {process.returncode}")
                 response = await client.get("/healthz")
-                if response.status_code == 200 and response.json().get("connectedDevices", 0) >= count:
+                if response.status_code == 200 and response.json().get("connectedDevices", 0) >= expected:
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError("fleet did not connect in time")

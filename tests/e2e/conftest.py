@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -15,11 +16,12 @@ import aiomqtt
 import httpx
 import pytest
 
-from device_sim import Behaviours, DeviceIdentity, MqttEndpoint, SimulatedDevice
+from device_sim import Behaviours, DeviceIdentity, Fleet, MqttEndpoint, SimulatedDevice
 from hub.config import Settings
 from hub.runtime import Hub
 from hub.wire.sas import ConnectionString, device_resource_uri, generate_sas_token
 from job_client import AsyncRegistryClient
+from job_client.jobs import AsyncJobClient
 from tests.e2e.processes import Launcher
 
 
@@ -167,3 +169,23 @@ async def launcher(tmp_path: Path) -> AsyncIterator[Launcher]:
         yield launcher
     finally:
         await launcher.kill_all()
+
+
+@pytest.fixture
+async def jobs(hub: Hub) -> AsyncIterator[AsyncJobClient]:
+    assert hub.endpoints is not None
+    async with AsyncJobClient.from_connection_string(connection_string(hub), url=hub.endpoints.http_url) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def fleet_of(
+    hub: Hub, registry: AsyncRegistryClient, count: int, prefix: str, behaviours: Behaviours | None = None
+) -> AsyncIterator[Fleet]:
+    fleet = await Fleet.provision(registry, device_endpoint(hub), count=count, prefix=prefix, behaviours=behaviours)
+    await fleet.start()
+    assert await fleet.wait_connected(timeout=30)
+    try:
+        yield fleet
+    finally:
+        await fleet.stop()

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from device_sim import Behaviours, Fleet
 from device_sim.behaviours import MethodProfile
@@ -16,29 +12,9 @@ from hub.runtime import Hub
 from job_client import AsyncRegistryClient
 from job_client.jobs import AsyncJobClient
 from job_client.models import DeviceJobResult, Job, JobStatus, MethodParams
-from tests.e2e.conftest import connection_string, device_endpoint, hub_settings
+from tests.e2e.conftest import connection_string, device_endpoint, fleet_of, hub_settings
 
 LOCK = MethodParams("lockDoor", {"reason": "test"}, response_timeout_in_seconds=10)
-
-
-@pytest.fixture
-async def jobs(hub: Hub) -> AsyncIterator[AsyncJobClient]:
-    assert hub.endpoints is not None
-    async with AsyncJobClient.from_connection_string(connection_string(hub), url=hub.endpoints.http_url) as client:
-        yield client
-
-
-@contextlib.asynccontextmanager
-async def fleet_of(
-    hub: Hub, registry: AsyncRegistryClient, count: int, prefix: str, behaviours: Behaviours | None = None
-) -> AsyncIterator[Fleet]:
-    fleet = await Fleet.provision(registry, device_endpoint(hub), count=count, prefix=prefix, behaviours=behaviours)
-    await fleet.start()
-    assert await fleet.wait_connected(timeout=30)
-    try:
-        yield fleet
-    finally:
-        await fleet.stop()
 
 
 async def results(jobs: AsyncJobClient, job_id: str) -> dict[str, DeviceJobResult]:

@@ -14,9 +14,12 @@ import pytest
 from hub.domain.devices import ConnectionState
 from hub.runtime import Hub
 from job_client import AsyncRegistryClient, PreconditionFailedError
+from job_client.jobs import AsyncJobClient
+from job_client.models import JobStatus, MethodParams
 from tests.e2e.conftest import (
     body,
     create_device,
+    fleet_of,
     hub_settings,
     mqtt_client,
     next_message,
@@ -189,3 +192,23 @@ async def test_state_survives_a_restart_on_postgres(tmp_path: Path, postgres_url
         assert device["authentication"]["symmetricKey"]["primaryKey"] == creds.primary_key
         async with mqtt_client(second, creds):
             await wait_for_state(api, creds.device_id)
+
+
+async def test_method_and_twin_jobs_on_postgres(hub: Hub, registry: AsyncRegistryClient, jobs: AsyncJobClient) -> None:
+    await registry.create_device("pg-offline")
+    async with fleet_of(hub, registry, 5, "pg-job-") as fleet:
+        await jobs.schedule_device_method(
+            "pg-lock", "STARTSWITH(deviceId, 'pg-job-')", MethodParams("lockDoor", {}, 10)
+        )
+        lock = await jobs.wait_for_job("pg-lock", poll_interval=0.1, timeout=60)
+        assert lock.status is JobStatus.COMPLETED
+        assert (lock.statistics.device_count, lock.statistics.succeeded_count) == (5, 5)
+        patch = {"tags": {"building": "43"}, "properties": {"desired": {"floor": 3}}}
+        await jobs.schedule_twin_update("pg-move", "*", patch)
+        move = await jobs.wait_for_job("pg-move", poll_interval=0.1, timeout=60)
+        assert (move.statistics.device_count, move.statistics.succeeded_count) == (6, 6)
+        assert (await registry.get_twin("pg-offline")).tags == {"building": "43"}
+        for device in fleet:
+            async with asyncio.timeout(10):
+                while device.desired.get("floor") != 3:
+                    await asyncio.sleep(0.05)
