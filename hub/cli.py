@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from hub.config import Settings
 from hub.connstrings import ConnectionStringError, lookup_connection_string
-from hub.demo import run_demo
+from hub.demo import DEFAULT_DEVICES, run_demo
 from hub.errors import HubError
 from hub.netbind import BindError
 from hub.runtime import Hub
@@ -113,6 +113,22 @@ def serve(
         Path | None, typer.Option(help="Operator TLS private key (PEM). [env: FLEETHUB_TLS_KEY]")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING. [env: FLEETHUB_LOG_LEVEL]")] = None,
+    max_active_jobs: Annotated[
+        int | None, typer.Option(help="Jobs running at once; more wait queued. [env: FLEETHUB_MAX_ACTIVE_JOBS]")
+    ] = None,
+    job_retention_days: Annotated[
+        int | None, typer.Option(help="Days finished jobs are kept. [env: FLEETHUB_JOB_RETENTION_DAYS]")
+    ] = None,
+    job_call_window: Annotated[
+        int | None,
+        typer.Option(help="Direct-method calls one job keeps in flight. [env: FLEETHUB_JOB_CALL_WINDOW]"),
+    ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(
+            help="This hub's name among hubs sharing one database (default: the host name). [env: FLEETHUB_NODE_ID]"
+        ),
+    ] = None,
 ) -> None:
     """Run the hub: MQTT gateway for devices and the REST API for back ends.
 
@@ -131,6 +147,10 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         log_level=log_level,
+        max_active_jobs=max_active_jobs,
+        job_retention_days=job_retention_days,
+        job_call_window=job_call_window,
+        node_id=node_id,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_dependencies()
@@ -181,14 +201,18 @@ def connection_string(
 
 @app.command()
 def demo(
-    devices: Annotated[int, typer.Option(help="How many simulated devices.")] = 20,
+    devices: Annotated[int, typer.Option(min=1, help="How many simulated devices.")] = DEFAULT_DEVICES,
     data_dir: Annotated[Path | None, typer.Option(help="Data dir (default: a fresh temporary one).")] = None,
+    free_ports: Annotated[
+        bool, typer.Option("--free-ports", help="Listen on any free ports instead of the defaults.")
+    ] = False,
 ) -> None:
-    """Start a hub on its defaults (free ports if taken), run simulated devices and show them working."""
+    """Start a hub on its defaults (free ports if taken) with simulated devices, run a lockDoor job and a
+    twin update job on them to the end, show the results and leave nothing running."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_dependencies()
     _use_uvloop()
-    sys.exit(asyncio.run(run_demo(device_count=devices, data_dir=data_dir)))
+    sys.exit(asyncio.run(run_demo(device_count=devices, data_dir=data_dir, default_ports=not free_ports)))
 
 
 def main() -> None:

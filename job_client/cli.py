@@ -15,12 +15,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from job_client.errors import FleetHubError
 from job_client.jobs import DEFAULT_MAX_EXECUTION_SECONDS, JobClient
 from job_client.models import Device, DeviceJobResult, Job, JobStatus, MethodParams, Twin
+from job_client.progress import JobProgress
 from job_client.registry import RegistryClient
 
 __all__ = ["app", "main"]
@@ -39,29 +39,40 @@ app.add_typer(twin_app, name="twin")
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    connection_string: str
+    connection_string: str | None
     url: str | None
     ca_cert: Path | None
 
+    def _required(self) -> str:
+        # Checked here, not by the option parser, so `COMMAND --help` works without one.
+        if not self.connection_string:
+            typer.echo(
+                "error: give the hub's service connection string with --connection-string / -c "
+                "or FLEETHUB_CONNECTION_STRING (python -m hub connection-string prints it)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        return self.connection_string
+
     def client(self) -> RegistryClient:
-        return RegistryClient.from_connection_string(self.connection_string, url=self.url, ca_cert=self.ca_cert)
+        return RegistryClient.from_connection_string(self._required(), url=self.url, ca_cert=self.ca_cert)
 
     def jobs(self) -> JobClient:
-        return JobClient.from_connection_string(self.connection_string, url=self.url, ca_cert=self.ca_cert)
+        return JobClient.from_connection_string(self._required(), url=self.url, ca_cert=self.ca_cert)
 
 
 @app.callback()
 def _options(
     ctx: typer.Context,
     connection_string: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--connection-string",
             "-c",
             envvar="FLEETHUB_CONNECTION_STRING",
-            help="Service connection string (HostName=..;SharedAccessKeyName=..;SharedAccessKey=..).",
+            help="Service connection string (HostName=..;SharedAccessKeyName=..;SharedAccessKey=..); required.",
         ),
-    ],
+    ] = None,
     url: Annotated[
         str | None,
         typer.Option(envvar="FLEETHUB_URL", help="Base URL overriding https://{HostName}, e.g. http://127.0.0.1:8080."),
@@ -373,42 +384,6 @@ def _watch_exit_code(job: Job, allow_failures: bool) -> int:
     return 0
 
 
-class _ProgressView:
-    """A live bar: devices done of all, with succeeded / failed / pending counts and elapsed time."""
-
-    def __init__(self, job_id: str) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("succeeded {task.fields[succeeded]}  failed {task.fields[failed]}"),
-            TextColumn("pending {task.fields[pending]}"),
-            TimeElapsedColumn(),
-            console=_console(),
-        )
-        self._task: TaskID = self._progress.add_task(f"{job_id} queued", total=None, succeeded=0, failed=0, pending=0)
-        self._job_id = job_id
-
-    def __enter__(self) -> _ProgressView:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def update(self, job: Job) -> None:
-        stats = job.device_job_statistics
-        self._progress.update(
-            self._task,
-            description=f"{self._job_id} {job.status}",
-            total=stats.device_count or None,
-            completed=stats.done_count,
-            succeeded=stats.succeeded_count,
-            failed=stats.failed_count,
-            pending=stats.pending_count + stats.running_count,
-        )
-
-
 @app.command("watch")
 def watch(
     ctx: typer.Context,
@@ -423,7 +398,7 @@ def watch(
         if as_json:
             job = client.wait_for_job(job_id, interval)
         else:
-            with _ProgressView(job_id) as view:
+            with JobProgress(job_id, console=_console()) as view:
                 job = client.wait_for_job(job_id, interval, view.update)
     if as_json:
         _echo_json(job.to_json())

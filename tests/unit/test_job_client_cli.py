@@ -34,3 +34,12 @@ def test_a_connection_string_is_required(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("FLEETHUB_CONNECTION_STRING", raising=False)
     result = CliRunner().invoke(app, ["devices", "list"])
     assert result.exit_code == 2
+    assert "FLEETHUB_CONNECTION_STRING" in result.output
+
+
+@pytest.mark.parametrize("command", ["schedule-method", "watch", "devices", "twin"])
+def test_command_help_needs_no_connection_string(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLEETHUB_CONNECTION_STRING", raising=False)
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
