@@ -14,6 +14,8 @@ Figures, all from the hub's own timestamps:
   (how long a device waited for the job to reach it);
 - ``call_p50_ms`` / ``call_p99_ms`` (method jobs): each device's own call, from sending the
   request to the reply;
+- ``all_acked_s`` (twin jobs): the job's start until every device had reported the new
+  floor back (the acknowledgement storm a desired change causes; polled, so +-0.25 s);
 - ``hub_peak_rss_mb``: the hub process's peak resident memory.
 """
 
@@ -24,11 +26,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bench.harness import BenchHub, percentile, running_fleet, running_hub
 from job_client.jobs import AsyncJobClient
 from job_client.models import DeviceJobResult, Job, MethodParams
+from job_client.registry import AsyncRegistryClient
 
 try:
     import uvloop
@@ -49,10 +52,28 @@ async def _fleets(hub: BenchHub, devices: int, fleets: int) -> AsyncIterator[Non
                 break
             await stack.enter_async_context(
                 running_fleet(
-                    hub, count, prefix="bench-", extra=("--start-index", str(first)), expect_connected=first + count
+                    hub,
+                    count,
+                    prefix="bench-",
+                    extra=("--start-index", str(first), "--log-level", "ERROR"),
+                    expect_connected=first + count,
                 )
             )
         yield
+
+
+async def _acknowledged(hub: BenchHub, devices: int) -> datetime | None:
+    """When every device had reported floor 3 back (the simulator acknowledges desired
+    changes), polled with a twin query; None if that took more than two minutes."""
+    query = "SELECT COUNT() AS n FROM devices WHERE properties.reported.floor = 3"
+    async with AsyncRegistryClient.from_connection_string(hub.connection_string, url=hub.url) as registry:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rows = [row async for row in registry.query(query)]
+            if rows and rows[0].get("n", 0) >= devices:
+                return datetime.now(UTC)
+            await asyncio.sleep(0.25)
+    return None
 
 
 def _ms(start: datetime | None, end: datetime | None) -> float | None:
@@ -72,6 +93,7 @@ async def _run(devices: int, kind: str, fleets: int) -> str:
                 await jobs.schedule_twin_update(job_id, condition, PATCH)
             job: Job = await jobs.wait_for_job(job_id, poll_interval=0.25, timeout=600)
             results: list[DeviceJobResult] = [r async for r in jobs.list_device_results(job_id, page_size=1000)]
+        acked = await _acknowledged(hub, devices) if kind == "twin" else None
         rss = hub.rss_mb()
     assert job.start_time is not None
     assert job.end_time is not None
@@ -86,6 +108,9 @@ async def _run(devices: int, kind: str, fleets: int) -> str:
     if kind == "method":
         calls = [c for r in results if (c := _ms(r.start_time_utc, r.end_time_utc)) is not None]
         line += f" call_p50_ms={percentile(calls, 0.5):.1f} call_p99_ms={percentile(calls, 0.99):.1f}"
+    if acked is not None:
+        assert job.start_time is not None
+        line += f" all_acked_s={(acked - job.start_time).total_seconds():.2f}"
     return (
         f"{line} succeeded={stats.succeeded_count} failed={stats.failed_count} status={job.status} "
         f"hub_peak_rss_mb={rss:.0f}"
