@@ -16,6 +16,7 @@ __all__ = [
     "Device",
     "DeviceStatus",
     "SymmetricKeys",
+    "etag_matches",
     "etag_of",
     "generate_key",
     "new_device",
@@ -91,6 +92,19 @@ class Device:
 def etag_of(revision: int) -> str:
     """IoT Hub style etag (``AAAAAAAAAAc=``): base64 of the revision as 8 big-endian bytes."""
     return base64.b64encode(revision.to_bytes(8, "big", signed=False)).decode()
+
+
+def etag_matches(if_match: str | None, etag: str) -> bool:
+    """Whether an ``If-Match`` header admits ``etag``: absent, empty or ``*`` match anything.
+
+    Clients send the etag bare (``AAAAAAAAAAE=``, as IoT Hub's bodies carry it) or quoted as
+    HTTP says (``"AAAAAAAAAAE="``); the Node service SDK sends even the wildcard quoted
+    (``"*"``). A comma-separated list matches when any member does.
+    """
+    if if_match is None:
+        return True
+    candidates = [part.strip().strip('"') for part in if_match.split(",")]
+    return any(candidate in ("*", "", etag) for candidate in candidates)
 
 
 def new_device(

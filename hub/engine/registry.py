@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hub.domain.clock import Clock
-from hub.domain.devices import Device, DeviceStatus, SymmetricKeys, new_device, validate_device_id
+from hub.domain.devices import Device, DeviceStatus, SymmetricKeys, etag_matches, new_device, validate_device_id
 from hub.engine.ports import DeviceLink, Store
 from hub.engine.presence import PresenceService
 from hub.errors import (
@@ -61,12 +61,6 @@ class BulkOutcome:
         return not self.errors
 
 
-def _etag_matches(if_match: str | None, etag: str) -> bool:
-    if if_match is None or if_match.strip() == "*":
-        return True
-    return if_match.strip().strip('"') == etag
-
-
 class RegistryService:
     def __init__(self, store: Store, clock: Clock, presence: PresenceService, link: DeviceLink | None = None) -> None:
         self._store = store
@@ -98,7 +92,7 @@ class RegistryService:
 
     async def _update(self, device_id: str, spec: DeviceSpec, if_match: str | None) -> Device:
         current = await self._store.get_device(device_id)
-        if not _etag_matches(if_match, current.etag):
+        if not etag_matches(if_match, current.etag):
             raise PreconditionFailedError(
                 f"etag {if_match} does not match the device's etag {current.etag}", device_id=device_id
             )
@@ -118,7 +112,7 @@ class RegistryService:
 
     async def delete_device(self, device_id: str, if_match: str | None) -> None:
         current = await self._store.get_device(device_id)
-        if not _etag_matches(if_match, current.etag):
+        if not etag_matches(if_match, current.etag):
             raise PreconditionFailedError(
                 f"etag {if_match} does not match the device's etag {current.etag}", device_id=device_id
             )

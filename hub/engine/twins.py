@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from hub.domain.clock import Clock
+from hub.domain.devices import etag_matches
 from hub.domain.json import JsonObject
 from hub.domain.twin import (
     Twin,
@@ -94,11 +95,7 @@ class TwinService:
         unless the caller pinned an etag, which then fails with 412 as IoT Hub does."""
         for _ in range(MAX_WRITE_ATTEMPTS):
             current = await self._store.get_twin(device_id)
-            if (
-                if_match is not None
-                and if_match.strip() not in ("*", "")
-                and if_match.strip().strip('"') != current.etag
-            ):
+            if not etag_matches(if_match, current.etag):
                 raise PreconditionFailedError(
                     f"etag {if_match} does not match the twin's etag {current.etag}", device_id=device_id
                 )

@@ -64,6 +64,15 @@ async def test_device_crud_and_generated_keys(api: httpx.AsyncClient) -> None:
     assert updated.json()["etag"] != created["etag"]
     assert updated.json()["authentication"]["symmetricKey"] == keys
 
+    # azure-iothub (Node) Registry.update: the whole device, the wildcard etag quoted.
+    node_update = await api.put(
+        "/devices/thermo-1?api-version=2021-04-12",
+        headers={"If-Match": '"*"', "Content-Type": "application/json; charset=utf-8"},
+        json={**updated.json(), "status": "enabled"},
+    )
+    assert node_update.status_code == 200, node_update.text
+    assert node_update.json()["status"] == "enabled"
+
     listed = (await api.get("/devices")).json()
     assert [d["deviceId"] for d in listed] == ["thermo-1"]
 

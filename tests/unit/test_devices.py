@@ -15,6 +15,7 @@ from hub.domain.devices import (
     Device,
     DeviceStatus,
     SymmetricKeys,
+    etag_matches,
     etag_of,
     generate_key,
     new_device,
@@ -246,3 +247,22 @@ def test_default_policies_grant_iot_hubs_rights() -> None:
     assert DEFAULT_POLICY_RIGHTS["registryReadWrite"] == {Right.REGISTRY_READ, Right.REGISTRY_WRITE}
     policy = AccessPolicy("p", "k1", "k2", frozenset())
     assert policy.keys() == ("k1", "k2")
+
+
+@pytest.mark.parametrize(
+    ("if_match", "matches"),
+    [
+        (None, True),
+        ("*", True),
+        ('"*"', True),  # azure-iothub (Node) Registry.update sends the wildcard quoted
+        ("", True),
+        ("AAAAAAAAAAI=", True),
+        ('"AAAAAAAAAAI="', True),
+        (' "AAAAAAAAAAE=", "AAAAAAAAAAI=" ', True),
+        ("AAAAAAAAAAE=", False),
+        ('"AAAAAAAAAAE="', False),
+        ("AAAAAAAAAAI", False),
+    ],
+)
+def test_if_match_admits_bare_quoted_and_wildcard_etags(if_match: str | None, matches: bool) -> None:
+    assert etag_matches(if_match, etag_of(2)) is matches
