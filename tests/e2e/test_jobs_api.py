@@ -197,6 +197,50 @@ async def test_query_by_type_and_status_with_paging(api: httpx.AsyncClient) -> N
     assert cancelled == ["m-1"]
 
 
+# The job listing exactly as the SDKs send it (tests/compat runs the SDKs themselves).
+PYTHON_SDK_HEADERS = {  # azure-iot-hub 2.7: IoTHubJobManager.query_scheduled_jobs
+    "Accept": "application/json",
+    "User-Agent": "python/3.11.7 (Linux-6.1-x86_64-with-glibc2.36) msrest/0.7.1 iothubgatewayserviceapis/2021-04-12",
+}
+NODE_SDK_HEADERS = {  # azure-iothub 1.16: JobClient.createQuery(...).next()
+    "Content-Type": "application/json; charset=utf-8",
+    "User-Agent": "azure-iothub/1.16.6 (node v20.20.2; Debian 12; x64)",
+    "x-ms-max-item-count": "2",
+}
+
+
+async def _schedule_method_jobs(api: httpx.AsyncClient, count: int) -> None:
+    for i in range(count):
+        assert (await api.put(f"/jobs/v2/m-{i}", json=method_job(startTime=later()))).status_code == 200
+
+
+async def test_job_listing_for_the_python_sdk_is_its_query_result_object(api: httpx.AsyncClient) -> None:
+    await _schedule_method_jobs(api, 3)
+    url = "/jobs/v2/query?api-version=2021-04-12&jobType=scheduleDeviceMethod&jobStatus=scheduled"
+    response = await api.get(url, headers=PYTHON_SDK_HEADERS)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"type", "items", "continuationToken"}
+    assert body["type"] == "jobResponse"
+    assert [job["jobId"] for job in body["items"]] == ["m-0", "m-1", "m-2"]
+    assert body["continuationToken"] is None
+    paged = await api.get(url, headers={**PYTHON_SDK_HEADERS, "x-ms-max-item-count": "2"})
+    assert paged.json()["continuationToken"] == paged.headers["x-ms-continuation"]
+
+
+async def test_job_listing_for_other_clients_is_an_array(api: httpx.AsyncClient) -> None:
+    await _schedule_method_jobs(api, 3)
+    url = "/jobs/v2/query?api-version=2021-04-12&jobType=scheduleDeviceMethod"
+    response = await api.get(url, headers=NODE_SDK_HEADERS)
+    assert response.status_code == 200, response.text
+    assert [job["jobId"] for job in response.json()] == ["m-0", "m-1"]
+    assert response.headers["x-ms-item-type"] == "jobResponse"
+    token = response.headers["x-ms-continuation"]
+    rest = await api.get(url, headers={**NODE_SDK_HEADERS, "x-ms-continuation": token})
+    assert [job["jobId"] for job in rest.json()] == ["m-2"]
+    assert "x-ms-continuation" not in rest.headers
+
+
 async def test_query_rejects_bad_filters_and_tokens(api: httpx.AsyncClient) -> None:
     assert (await api.get("/jobs/v2/query", params={"jobType": "export"})).status_code == 400
     assert (await api.get("/jobs/v2/query", params={"jobStatus": "done"})).status_code == 400

@@ -13,15 +13,17 @@ from fastapi import APIRouter, Body, Header
 from fastapi.responses import JSONResponse
 
 from hub.api.deps import ServiceConnect, ServicesDep
+from hub.api.quirks import JOB_ITEM_TYPE, job_listing_body
 from hub.domain.jobs import DeviceJobStatistics, Job, JobEvent, device_job_document
 from hub.domain.twin import isoformat
 from hub.engine.jobs import parse_device_job_status, parse_job_status, parse_job_type
-from hub.engine.query import page_size_of
+from hub.engine.query import ItemType, page_size_of
 
 router = APIRouter(tags=["jobs"])
 
 MaxItemCount = Annotated[str | None, Header()]
 Continuation = Annotated[str | None, Header()]
+UserAgent = Annotated[str | None, Header()]
 
 
 def job_document(job: Job, statistics: DeviceJobStatistics) -> dict[str, Any]:
@@ -60,9 +62,11 @@ def event_document(event: JobEvent) -> dict[str, Any]:
     }
 
 
-def _paged(items: list[Any], continuation: str | None) -> JSONResponse:
-    headers = {"x-ms-continuation": continuation} if continuation else {}
-    return JSONResponse(content=items, headers=headers)
+def _paged(body: Any, continuation: str | None, item_type: str) -> JSONResponse:
+    headers = {"x-ms-item-type": item_type}
+    if continuation:
+        headers["x-ms-continuation"] = continuation
+    return JSONResponse(content=body, headers=headers)
 
 
 # Declared before /jobs/v2/{job_id} so that "query" is never taken for a job id.
@@ -74,16 +78,19 @@ async def query_jobs(
     jobStatus: str | None = None,  # IoT Hub's parameter name
     x_ms_max_item_count: MaxItemCount = None,
     x_ms_continuation: Continuation = None,
+    user_agent: UserAgent = None,
 ) -> JSONResponse:
     """Jobs in job id order, optionally of one type and status; paged by x-ms-max-item-count
-    and x-ms-continuation."""
+    and x-ms-continuation. A JSON array, except for the Python SDK's generated client
+    (``hub.api.quirks``)."""
     page = await services.jobs.query(
         parse_job_type(jobType),
         parse_job_status(jobStatus),
         page_size=page_size_of(x_ms_max_item_count),
         continuation=x_ms_continuation,
     )
-    return _paged([job_document(job, stats) for job, stats in page.items], page.continuation)
+    items = [job_document(job, stats) for job, stats in page.items]
+    return _paged(job_listing_body(items, page.continuation, user_agent), page.continuation, JOB_ITEM_TYPE)
 
 
 @router.put("/jobs/v2/{job_id}")
@@ -124,7 +131,7 @@ async def job_devices(
         page_size=page_size_of(x_ms_max_item_count),
         continuation=x_ms_continuation,
     )
-    return _paged([device_job_document(row) for row in page.items], page.continuation)
+    return _paged([device_job_document(row) for row in page.items], page.continuation, ItemType.DEVICE_JOB.value)
 
 
 @router.get("/jobs/v2/{job_id}/events")
