@@ -67,6 +67,27 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+# The Azure IoT SDKs take no port from a connection string's HostName that all of them honour:
+# the device SDKs connect to 8883, the service SDKs to https://{HostName}, that is 443.
+SDK_MQTTS_PORT = 8883
+SDK_HTTPS_PORT = 443
+
+
+def sdk_readiness(hostname: str, https_port: int, mqtts_port: int) -> str:
+    """One line saying whether the real Azure IoT SDKs can reach this hub as it listens."""
+    missing = []
+    if mqtts_port != SDK_MQTTS_PORT:
+        missing.append(f"--mqtts-port {SDK_MQTTS_PORT}")
+    if https_port != SDK_HTTPS_PORT:
+        missing.append(f"--https-port {SDK_HTTPS_PORT}")
+    if not missing:
+        return f"Azure IoT SDKs: ready (devices on {hostname}:{SDK_MQTTS_PORT}, service SDKs on https://{hostname})"
+    return (
+        f"Azure IoT SDKs: they expect MQTT/TLS on {SDK_MQTTS_PORT} and HTTPS on {SDK_HTTPS_PORT}; "
+        f"start with {' '.join(missing)} to use them (README: Use with the Azure IoT SDKs)"
+    )
+
+
 async def _serve(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,6 +102,7 @@ async def _serve(settings: Settings) -> None:
             f"CA certificate {ep.ca_cert}"
         )
         typer.echo(f"service connection string: python -m hub connection-string --data-dir {settings.data_dir}")
+        typer.echo(sdk_readiness(settings.hostname, ep.https_port, ep.mqtts_port))
         await stop.wait()
         typer.echo("fleethub: shutting down")
 
