@@ -7,7 +7,7 @@ from collections import OrderedDict
 from hub.domain.clock import Clock
 from hub.domain.policies import AccessPolicy, Right
 from hub.errors import ForbiddenError, UnauthorizedError
-from hub.wire.sas import SasTokenError, parse_sas_token, signature_matches
+from hub.wire.sas import LOCAL_HOSTNAMES, SasTokenError, hub_hosts, parse_sas_token, resource_host, signature_matches
 
 __all__ = ["ServiceAuthenticator"]
 
@@ -16,10 +16,16 @@ _CACHE_SIZE = 10_000
 
 
 class ServiceAuthenticator:
-    """Checks each distinct token once (an HMAC per key), then answers from a cache keyed by the
-    token text and the policy's keys, so a rotated key invalidates it; expiry is checked every time."""
+    """Checks each distinct token once (HMACs under both of the policy's keys), then answers from a
+    cache keyed by the token text and the policy's keys, so a rotated key invalidates it; expiry
+    is checked every time.
+
+    A token's ``sr`` must name this hub: ``hostname`` or one of LOCAL_HOSTNAMES, with or without
+    a ``:port``, in any letter case, url-encoded or not (``hub.wire.sas.resource_host``)."""
 
     def __init__(self, hostname: str, policies: dict[str, AccessPolicy], clock: Clock, max_token_lifetime: int) -> None:
+        self._hosts = hub_hosts(hostname)
+        self._names_text = ", ".join(dict.fromkeys((hostname, *LOCAL_HOSTNAMES)))
         self._policies = policies
         self._clock = clock
         self._max_lifetime = max_token_lifetime
@@ -38,6 +44,12 @@ class ServiceAuthenticator:
             raise UnauthorizedError("the SharedAccessSignature has expired")
         if token.expiry - now > self._max_lifetime:
             raise UnauthorizedError(f"the SharedAccessSignature lives longer than the allowed {self._max_lifetime} s")
+        if resource_host(token.resource) not in self._hosts:
+            shown = token.resource if len(token.resource) <= 100 else token.resource[:100] + "..."
+            raise UnauthorizedError(
+                f"the SharedAccessSignature is for {shown!r}, not for this hub: its sr must be one of "
+                f"{self._names_text}, optionally with a :port"
+            )
         if not token.key_name:
             raise UnauthorizedError("the SharedAccessSignature names no policy (skn)")
         policy = self._policies.get(token.key_name)
@@ -47,7 +59,7 @@ class ServiceAuthenticator:
         if cache_key in self._verified:
             self._verified.move_to_end(cache_key)
             return policy
-        if not any(signature_matches(token, key) for key in (policy.primary_key, policy.secondary_key)):
+        if not signature_matches(token, *policy.keys()):
             raise UnauthorizedError("the SharedAccessSignature is not valid for this hub")
         self._verified[cache_key] = token.expiry
         if len(self._verified) > _CACHE_SIZE:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,8 +50,30 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> 
         cursor.close()
 
 
+class _StoredValuesFilter(logging.Filter):
+    """Keeps stored values (device and policy keys among them) out of the logs at DEBUG:
+    ``hide_parameters`` hides statement parameters, but SQLAlchemy still logs each fetched
+    row ("Row %r") and aiosqlite each call with its arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "aiosqlite":
+            return record.levelno > logging.DEBUG
+        return record.msg != "Row %r"
+
+
+_STORED_VALUES_FILTER = _StoredValuesFilter()
+
+
+def _keep_stored_values_out_of_logs() -> None:
+    for name in ("sqlalchemy.engine.Engine", "aiosqlite"):
+        logger = logging.getLogger(name)
+        if _STORED_VALUES_FILTER not in logger.filters:
+            logger.addFilter(_STORED_VALUES_FILTER)
+
+
 def create_engine(url: str | URL, *, connect_args: Mapping[str, Any] | None = None) -> AsyncEngine:
     """An engine for ``url`` (see normalize_url); ``connect_args`` go to the driver's connect()."""
+    _keep_stored_values_out_of_logs()
     parsed = normalize_url(url)
     backend = parsed.get_backend_name()
     args = dict(connect_args or {})

@@ -6,18 +6,22 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 __all__ = [
+    "LOCAL_HOSTNAMES",
     "ConnectionString",
     "SasToken",
     "SasTokenError",
     "device_resource_uri",
     "generate_sas_token",
+    "hub_hosts",
     "parse_connection_string",
     "parse_sas_token",
+    "resource_host",
     "sign",
     "signature_matches",
 ]
@@ -47,31 +51,83 @@ def device_resource_uri(hostname: str, device_id: str) -> str:
     return f"{hostname}/devices/{device_id}"
 
 
-def sign(key_b64: str, raw_resource: str, expiry: int) -> str:
-    """The base64 HMAC-SHA256 of ``raw_resource + "\\n" + expiry`` under the base64 key."""
+def _decode_key(key_b64: str) -> bytes:
     try:
-        key = base64.b64decode(key_b64, validate=True)
+        return base64.b64decode(key_b64, validate=True)
     except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
         raise SasTokenError("key is not valid base64") from exc
+
+
+def _signature(key: bytes, raw_resource: str, expiry: int) -> str:
     digest = hmac.new(key, f"{raw_resource}\n{expiry}".encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 
 
-def signature_matches(token: SasToken, key_b64: str) -> bool:
-    """Constant-time check of the token's signature against one key.
+def sign(key_b64: str, raw_resource: str, expiry: int) -> str:
+    """The base64 HMAC-SHA256 of ``raw_resource + "\\n" + expiry`` under the base64 key."""
+    return _signature(_decode_key(key_b64), raw_resource, expiry)
 
-    SDKs differ in whether they sign the url-encoded or the plain resource, so both the
-    form on the wire and its canonical encoding are tried.
+
+def signature_matches(token: SasToken, *keys_b64: str) -> bool:
+    """Whether the token was signed with any of ``keys_b64``, in constant time.
+
+    SDKs differ in whether they sign the url-encoded or the plain resource, so the form on
+    the wire, its canonical encoding and the plain form are all tried. Every key and every
+    form is compared with ``hmac.compare_digest`` and none is skipped once one matches, so
+    the time taken tells neither whether nor which key matched. A key that is not base64
+    never matches.
     """
-    candidates = {token.raw_resource, quote(token.resource, safe=""), token.resource}
+    given = token.signature.encode()
+    resources = (token.raw_resource, quote(token.resource, safe=""), token.resource)
     ok = False
-    for resource in candidates:
+    for key_b64 in keys_b64:
         try:
-            expected = sign(key_b64, resource, token.expiry)
+            key = _decode_key(key_b64)
         except SasTokenError:
-            return False
-        ok |= hmac.compare_digest(expected.encode(), token.signature.encode())
+            continue
+        for resource in resources:
+            ok |= hmac.compare_digest(_signature(key, resource, token.expiry).encode(), given)
     return ok
+
+
+def resource_host(resource: str) -> str | None:
+    """The host a service token's url-decoded ``sr`` names, for comparing with the hub's names.
+
+    ``sr`` may carry a ``:port`` (SDKs sign the connection string's HostName as it is) and an
+    IPv6 address may be bracketed; the host comes back lower-cased, IP addresses in canonical
+    form. ``None`` when ``sr`` is not a host with an optional port (a path, an empty host, a
+    port that is not a number).
+    """
+    if resource.startswith("["):  # only an IPv6 address goes in brackets
+        host, sep, rest = resource[1:].partition("]")
+        if not sep or ":" not in host or (rest and not (rest.startswith(":") and _is_port(rest[1:]))):
+            return None
+    elif resource.count(":") == 1:
+        host, _, port = resource.partition(":")
+        if not _is_port(port):
+            return None
+    else:  # no port, or a bare IPv6 address
+        host = resource
+    if not host or any(c in host for c in "/?#@[] "):
+        return None
+    host = host.lower()
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host
+
+
+LOCAL_HOSTNAMES = ("localhost", "127.0.0.1", "::1")
+"""Names a hub answers to besides its hostname: those its generated TLS certificate carries."""
+
+
+def hub_hosts(hostname: str) -> frozenset[str]:
+    """What ``resource_host`` gives for every name of a hub called ``hostname``."""
+    return frozenset(host for host in map(resource_host, (hostname, *LOCAL_HOSTNAMES)) if host)
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535
 
 
 def generate_sas_token(
