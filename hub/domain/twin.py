@@ -166,13 +166,21 @@ def json_size(value: JsonValue) -> int:
     return sum(len(k.encode()) + json_size(v) for k, v in value.items())
 
 
+def _utf8_length(text: str, what: str, section: Section) -> int:
+    # JSON escapes can spell lone surrogates ("\ud800"), which have no UTF-8 form.
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise TwinLimitError(f"{section}: {what} is not valid Unicode (it holds a lone surrogate)") from None
+
+
 def _check_key(key: object, path: str, section: Section, limits: TwinLimits) -> None:
     # Keys reach here from Python callers too, not only from parsed JSON.
     if not isinstance(key, str):
         raise TwinLimitError(f"{section}: property name {key!r} at {path or 'the root'} is not a string")
     if not key:
         raise TwinLimitError(f"{section}: empty property name at {path or 'the root'}")
-    if len(key.encode()) > limits.key_bytes:
+    if _utf8_length(key, f"a property name at {path or 'the root'}", section) > limits.key_bytes:
         raise TwinLimitError(
             f"{section}: property name at {path or 'the root'} is longer than {limits.key_bytes} bytes"
         )
@@ -199,7 +207,7 @@ def _check_value(value: JsonValue, path: str, depth: int, section: Section, limi
             raise TwinLimitError(f"{section}: number at {path} is not finite")
         return
     if isinstance(value, str):
-        if len(value.encode()) > limits.string_bytes:
+        if _utf8_length(value, f"the string at {path}", section) > limits.string_bytes:
             raise TwinLimitError(f"{section}: string at {path} is longer than {limits.string_bytes} bytes")
         return
     if isinstance(value, list):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import OrderedDict
@@ -9,13 +10,12 @@ from collections.abc import Callable
 
 from hub.domain.clock import Clock
 from hub.domain.devices import DeviceStatus
-from hub.domain.twin import device_twin_document
 from hub.engine.methods import MethodService
 from hub.engine.ports import DeviceStore
 from hub.engine.presence import PresenceService
 from hub.engine.twins import TwinService
 from hub.errors import BadRequestError, DeviceNotFoundError, HubError, ServiceUnavailableError
-from hub.wire.sas import SasTokenError, parse_sas_token, signature_matches
+from hub.wire.sas import SasTokenError, hub_hosts, parse_sas_token, resource_host, signature_matches
 from hub.wire.topics import (
     MethodResponse,
     ReportedPatch,
@@ -31,6 +31,8 @@ __all__ = ["DeviceAuthenticator", "DeviceBus"]
 log = logging.getLogger(__name__)
 
 _CACHE_SIZE = 100_000
+# Real device tokens stay well under 1 KB (a 128-character id, a hostname, a signature).
+_MAX_TOKEN_CHARS = 4096
 
 
 def _username_names(username: str | None, client_id: str) -> bool:
@@ -42,17 +44,27 @@ def _username_names(username: str | None, client_id: str) -> bool:
 
 
 class DeviceAuthenticator:
-    """SAS-token login: an HMAC per new token, then a cache keyed by the token and the keys
-    it was checked against (a re-key or a disable invalidates it by construction)."""
+    """SAS-token login: an HMAC per new token, then a cache keyed by a digest of the token and
+    the keys it was checked against (a re-key or a disable invalidates it by construction).
 
-    def __init__(self, store: DeviceStore, clock: Clock, *, max_token_lifetime: int) -> None:
+    Everything that needs no key is checked first (length, form, expiry, lifetime, the device
+    the username and the token name, the hub ``hostname`` when given), so most bad logins cost
+    neither a database read nor an HMAC.
+    """
+
+    def __init__(
+        self, store: DeviceStore, clock: Clock, *, max_token_lifetime: int, hostname: str | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
         self._max_lifetime = max_token_lifetime
-        self._verified: OrderedDict[tuple[str, str, str, str], bool] = OrderedDict()
+        self._hosts = hub_hosts(hostname) if hostname else None
+        self._verified: OrderedDict[tuple[bytes, str, str, str], bool] = OrderedDict()
 
     async def authenticate(self, client_id: str, username: str | None, password: str | None) -> bool:
         if not client_id or not password or not _username_names(username, client_id):
+            return False
+        if len(password) > _MAX_TOKEN_CHARS:
             return False
         try:
             token = parse_sas_token(password)
@@ -64,6 +76,8 @@ class DeviceAuthenticator:
         host, sep, device_part = token.resource.partition("/devices/")
         if not sep or not host or device_part != client_id:
             return False
+        if self._hosts is not None and resource_host(host) not in self._hosts:
+            return False  # signed for another hub: the same keys may be registered there
         try:
             device = await self._store.get_device(client_id)
         except DeviceNotFoundError:
@@ -73,13 +87,17 @@ class DeviceAuthenticator:
             return False
         if device.status is not DeviceStatus.ENABLED:
             return False
-        cache_key = (password, client_id, device.keys.primary, device.keys.secondary)
+        # A digest, not the token: the cache must not grow with what clients choose to send.
+        digest = hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest()
+        cache_key = (digest, client_id, device.keys.primary, device.keys.secondary)
         verdict = self._verified.get(cache_key)
         if verdict is None:
-            verdict = any(signature_matches(token, key) for key in device.keys.all())
+            verdict = signature_matches(token, *device.keys.all())
             self._verified[cache_key] = verdict
             if len(self._verified) > _CACHE_SIZE:
                 self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(cache_key)
         return verdict
 
 
@@ -120,7 +138,7 @@ class DeviceBus:
             self._methods.on_reply(device_id, message.rid, message.status, payload)
             return None
         if isinstance(message, TwinGet):
-            return await self._twin_get(device_id, message.rid)
+            return await self._twins.answer_twin_get(device_id, message.rid)
         if isinstance(message, ReportedPatch):
             return await self._reported(device_id, message.rid, payload)
         if isinstance(message, Telemetry):
@@ -128,16 +146,6 @@ class DeviceBus:
                 self.telemetry_count += 1
             return None
         return None
-
-    async def _twin_get(self, device_id: str, rid: str) -> tuple[str, bytes]:
-        try:
-            twin = await self._twins.get_for_device(device_id)
-        except ServiceUnavailableError:
-            return twin_response_topic(503, rid), b""
-        except HubError:
-            return twin_response_topic(404, rid), b""
-        body = json.dumps(device_twin_document(twin), separators=(",", ":")).encode()
-        return twin_response_topic(200, rid), body
 
     async def _reported(self, device_id: str, rid: str, payload: bytes) -> tuple[str, bytes]:
         try:

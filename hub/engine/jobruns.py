@@ -31,6 +31,7 @@ from hub.errors import (
     GatewayTimeoutError,
     HubError,
     ServiceUnavailableError,
+    ThrottledError,
     TwinLimitError,
 )
 from hub.query.parser import parse_condition
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _PAGE = 1000
 _TWIN_BATCH = 500
+THROTTLED_RETRY_SECONDS = 0.5
 
 
 class RunEnd(Enum):
@@ -238,6 +240,14 @@ class MethodJobRun(JobRun):
             self._waiting.add(device_id)
             if self._ctx.link.is_connected(device_id):
                 self.device_connected(device_id)
+            return
+        except ThrottledError:
+            # The device already has its fill of calls in flight (others' direct calls): this
+            # worker waits a moment and queues it again; the deadline still bounds it.
+            self._in_flight.discard(device_id)
+            writer.put(device_result(job, device_id, DeviceJobStatus.PENDING, clock.now()))
+            await asyncio.sleep(THROTTLED_RETRY_SECONDS)
+            self._queue.put_nowait(device_id)
             return
         except (GatewayTimeoutError, DeviceNotFoundError, DeviceReplyError) as exc:
             self._in_flight.discard(device_id)

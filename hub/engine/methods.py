@@ -6,38 +6,64 @@ import asyncio
 import itertools
 import json
 import logging
+import math
+import secrets
 from collections import defaultdict
 
 from hub.domain.json import JsonValue
 from hub.domain.methods import MAX_PAYLOAD_BYTES, MethodRequest, MethodResult, encode_payload
 from hub.engine.ports import DeviceLink, DeviceStore
-from hub.errors import DeviceNotOnlineError, DeviceReplyError, GatewayTimeoutError
+from hub.errors import DeviceNotOnlineError, DeviceReplyError, GatewayTimeoutError, ThrottledError
 from hub.wire.topics import method_request_topic
 
-__all__ = ["MethodService"]
+__all__ = ["DEFAULT_MAX_CALLS_PER_DEVICE", "MethodService"]
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_CALLS_PER_DEVICE = 64
+
+
+def _not_json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
 
 def decode_reply(payload: bytes) -> JsonValue:
-    """A device reply body: JSON, or empty for ``null``."""
+    """A device reply body: strict JSON (no NaN, no infinite numbers), or empty for ``null``."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise DeviceReplyError(f"device reply is {len(payload)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
     if not payload.strip():
         return None
     try:
-        value: JsonValue = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        value: JsonValue = json.loads(
+            payload.decode("utf-8"), parse_constant=_not_json_constant, parse_float=_finite_float
+        )
+    except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8, bad JSON, overlong integers
         raise DeviceReplyError(f"device reply is not valid UTF-8 JSON: {exc}") from exc
     return value
 
 
 class MethodService:
-    """Many calls to one device may be in flight; each has its own ``$rid``."""
+    """Many calls to one device may be in flight, each with its own ``$rid``, up to
+    ``max_calls_per_device``; a call beyond that is refused at once with ThrottledError."""
 
-    def __init__(self, store: DeviceStore, link: DeviceLink) -> None:
+    def __init__(
+        self, store: DeviceStore, link: DeviceLink, *, max_calls_per_device: int = DEFAULT_MAX_CALLS_PER_DEVICE
+    ) -> None:
+        if max_calls_per_device < 1:
+            raise ValueError(f"max_calls_per_device must be at least 1, not {max_calls_per_device}")
         self._store = store
         self._link = link
+        self._max_per_device = max_calls_per_device
+        # Request ids differ between hub processes: a device that re-sends an old reply after a
+        # restart (paho re-sends unacknowledged QoS 1 publishes) must not answer a new call.
+        self._rid_prefix = secrets.token_hex(4)
         self._rids = itertools.count(1)
         self._pending: dict[tuple[str, str], asyncio.Future[MethodResult]] = {}
         self._by_device: defaultdict[str, set[str]] = defaultdict(set)
@@ -51,7 +77,13 @@ class MethodService:
             await self._store.get_device(device_id)  # DeviceNotFoundError wins over offline
             if request.connect_timeout <= 0 or not await self._link.wait_connected(device_id, request.connect_timeout):
                 raise DeviceNotOnlineError(f"device {device_id!r} is not online", device_id=device_id)
-        rid = format(next(self._rids), "x")
+        if len(self._by_device.get(device_id, ())) >= self._max_per_device:
+            raise ThrottledError(
+                f"device {device_id!r} already has {self._max_per_device} direct method calls in flight; "
+                "retry when one has finished",
+                device_id=device_id,
+            )
+        rid = f"{self._rid_prefix}{next(self._rids):x}"
         key = (device_id, rid)
         future: asyncio.Future[MethodResult] = asyncio.get_running_loop().create_future()
         self._pending[key] = future

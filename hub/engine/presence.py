@@ -19,6 +19,8 @@ __all__ = ["PresenceService"]
 
 log = logging.getLogger(__name__)
 
+_MAX_RETRY_SECONDS = 5.0
+
 
 class PresenceService:
     """In this process the gateway is the truth about connections; the store lags by at most
@@ -98,16 +100,25 @@ class PresenceService:
             raise
 
     async def run(self) -> None:
-        """Flush in the background until cancelled; a final flush happens in ``running``."""
+        """Flush in the background until cancelled; a final flush happens in ``running``.
+        While the database is unavailable, retries back off (doubling, up to 5 s) and the
+        outage is logged once, not at every attempt."""
+        delay = self._flush_interval
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._flush_interval)
+            await asyncio.sleep(delay)
             self._wake.clear()
             try:
                 await self.flush()
             except ServiceUnavailableError:
-                log.warning("presence flush postponed: database unavailable")
+                if delay == self._flush_interval:
+                    log.warning("presence flush postponed: database unavailable; retrying with back-off")
+                delay = min(max(delay * 2, 0.1), _MAX_RETRY_SECONDS)
                 self._wake.set()
+            else:
+                if delay != self._flush_interval:
+                    log.info("presence flushed again after the database returned")
+                delay = self._flush_interval
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[PresenceService]:

@@ -51,12 +51,14 @@ class Services:
         max_active_jobs: int = 10,
         job_retention_days: int = 30,
         job_call_window: int = 1000,
+        max_method_calls_per_device: int = 64,
+        max_twin_gets_per_device: int = 32,
     ) -> Services:
         presence = PresenceService(store, clock, flush_interval=flush_interval)
         registry = RegistryService(store, clock, presence, link)
-        twins = TwinService(store, clock, presence, link)
-        methods = MethodService(store, link)
-        auth = DeviceAuthenticator(store, clock, max_token_lifetime=max_token_lifetime)
+        twins = TwinService(store, clock, presence, link, max_twin_gets_per_device=max_twin_gets_per_device)
+        methods = MethodService(store, link, max_calls_per_device=max_method_calls_per_device)
+        auth = DeviceAuthenticator(store, clock, max_token_lifetime=max_token_lifetime, hostname=hostname)
         bus = DeviceBus(auth, presence, twins, methods)
         query = QueryService(store, presence)
         runner = JobRunner(

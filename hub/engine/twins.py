@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -15,6 +16,7 @@ from hub.domain.twin import (
     apply_reported_patch,
     apply_twin_patch,
     desired_notification,
+    device_twin_document,
     replace_tags_and_desired,
 )
 from hub.engine.ports import DeviceLink, Store
@@ -24,16 +26,23 @@ from hub.errors import (
     BadRequestError,
     ConcurrencyConflictError,
     DeviceNotOnlineError,
+    HubError,
     PreconditionFailedError,
+    ServiceUnavailableError,
 )
-from hub.wire.topics import desired_patch_topic
+from hub.wire.topics import desired_patch_topic, twin_response_topic
 
-__all__ = ["MAX_WRITE_ATTEMPTS", "TwinService", "decode_json_object"]
+__all__ = ["MAX_TWIN_GETS_PER_DEVICE", "MAX_WRITE_ATTEMPTS", "TwinService", "decode_json_object"]
 
 log = logging.getLogger(__name__)
 
 MAX_WRITE_ATTEMPTS = 50
 MAX_DEVICE_PAYLOAD_BYTES = 64 * 1024
+MAX_TWIN_GETS_PER_DEVICE = 32
+"""Twin GETs one device may have in flight; more are answered 429 at once, as IoT Hub
+throttles twin reads."""
+
+DeviceReply = tuple[str, bytes]
 
 
 def decode_json_object(payload: bytes, what: str) -> JsonObject:
@@ -42,8 +51,12 @@ def decode_json_object(payload: bytes, what: str) -> JsonObject:
         raise BadRequestError(f"{what} is {len(payload)} bytes, over the limit of {MAX_DEVICE_PAYLOAD_BYTES}")
     try:
         value = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequestError(f"{what} is not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequestError(f"{what} is nested too deeply to parse") from exc
+    except ValueError as exc:  # an integer literal past Python's 4300-digit conversion limit
+        raise BadRequestError(f"{what} holds a number too long to parse") from exc
     if not isinstance(value, dict):
         raise BadRequestError(f"{what} must be a JSON object")
     return value
@@ -73,19 +86,38 @@ def _tags_of(body: JsonObject) -> JsonObject | None:
 
 
 class TwinService:
-    def __init__(self, store: Store, clock: Clock, presence: PresenceService, link: DeviceLink | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        presence: PresenceService,
+        link: DeviceLink | None = None,
+        *,
+        max_twin_gets_per_device: int = MAX_TWIN_GETS_PER_DEVICE,
+    ) -> None:
+        if max_twin_gets_per_device < 1:
+            raise ValueError(f"max_twin_gets_per_device must be at least 1, not {max_twin_gets_per_device}")
         self._store = store
         self._clock = clock
         self._presence = presence
         self.link = link
         self._reported = ReportedBatcher(store, clock, self._patch_reported_alone)
+        self._max_gets = max_twin_gets_per_device
+        self._gets: asyncio.TaskGroup | None = None
+        self._gets_in_flight: dict[str, int] = {}
+        self._throttled: set[str] = set()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[TwinService]:
-        """Batch devices' reported patches while inside (the hub's lifetime). Outside, each
-        patch is written on its own, which is all a test without a background task needs."""
-        async with self._reported.running():
-            yield self
+        """While inside (the hub's lifetime), batch devices' reported patches and answer their
+        twin GETs beside their other messages. Outside, each patch is written on its own and
+        each GET answered in turn, which is all a test without a background task needs."""
+        async with self._reported.running(), asyncio.TaskGroup() as gets:
+            self._gets = gets
+            try:
+                yield self
+            finally:
+                self._gets = None
 
     async def get_twin(self, device_id: str) -> Twin:
         return self._presence.overlay_twin(await self._store.get_twin(device_id))
@@ -149,6 +181,50 @@ class TwinService:
 
     async def get_for_device(self, device_id: str) -> Twin:
         return await self._store.get_twin(device_id)
+
+    async def answer_twin_get(self, device_id: str, rid: str) -> DeviceReply | None:
+        """A device's twin GET: the reply to send back now, or None when the reply will follow
+        through the link.
+
+        While running, the read runs beside the device's later messages, so a device that
+        floods GETs never falls behind on its connection; past ``max_twin_gets_per_device`` in
+        flight, a GET is answered 429 at once and costs the database nothing."""
+        gets, link = self._gets, self.link
+        if gets is None or link is None:
+            return await self._twin_get_reply(device_id, rid)
+        in_flight = self._gets_in_flight.get(device_id, 0)
+        if in_flight >= self._max_gets:
+            if device_id not in self._throttled:
+                self._throttled.add(device_id)
+                log.warning("device %s has %d twin GETs in flight; answering more with 429", device_id, in_flight)
+            return twin_response_topic(429, rid), b""
+        self._gets_in_flight[device_id] = in_flight + 1
+        gets.create_task(self._send_twin_get(link, device_id, rid), name=f"twin-get-{device_id}")
+        return None
+
+    async def _send_twin_get(self, link: DeviceLink, device_id: str, rid: str) -> None:
+        try:
+            await link.send(device_id, *await self._twin_get_reply(device_id, rid))
+        except DeviceNotOnlineError:
+            log.debug("twin GET reply for %s lost: device went offline", device_id)
+        except Exception:  # one GET must not end the task group that serves every device
+            log.exception("twin GET of device %s failed", device_id)
+        finally:
+            left = self._gets_in_flight.pop(device_id) - 1
+            if left:
+                self._gets_in_flight[device_id] = left
+            else:
+                self._throttled.discard(device_id)
+
+    async def _twin_get_reply(self, device_id: str, rid: str) -> DeviceReply:
+        try:
+            twin = await self.get_for_device(device_id)
+        except ServiceUnavailableError:
+            return twin_response_topic(503, rid), b""
+        except HubError:
+            return twin_response_topic(404, rid), b""
+        body = json.dumps(device_twin_document(twin), separators=(",", ":")).encode()
+        return twin_response_topic(200, rid), body
 
     async def patch_reported(self, device_id: str, payload: bytes) -> int:
         """Apply a device's reported patch; return the new reported ``$version``.

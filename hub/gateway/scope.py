@@ -8,6 +8,9 @@ from typing import TypeGuard
 __all__ = ["forwards_publish", "is_valid_device_id", "may_receive", "may_subscribe"]
 
 _IOTHUB = "$iothub/"
+# What the hub sends on $iothub/ (method requests, twin replies, desired patches): the SDKs
+# subscribe to exactly these subtrees, and a filter over more of $iothub/ is refused.
+_IOTHUB_SUBSCRIPTIONS = ("$iothub/methods/POST/", "$iothub/twin/res/", "$iothub/twin/PATCH/properties/desired/")
 _WILDCARDS = frozenset("+#")
 
 
@@ -29,12 +32,12 @@ def _own_prefix(client_id: str) -> str:
 
 
 def may_subscribe(client_id: str | None, topic_filter: str) -> bool:
-    """SUBSCRIBE: ``$iothub/...`` or ``devices/{own id}/...``; ``#``, ``+/...`` and other
-    devices' subtrees are refused."""
+    """SUBSCRIBE: within one of the hub's ``$iothub/...`` subtrees or ``devices/{own id}/...``;
+    ``#``, ``+/...``, ``$iothub/#`` and other devices' subtrees are refused."""
     if not is_valid_device_id(client_id):
         return False
     if topic_filter.startswith(_IOTHUB):
-        return True
+        return topic_filter.startswith(_IOTHUB_SUBSCRIPTIONS)
     return _has_subtree(client_id) and topic_filter.startswith(_own_prefix(client_id))
 
 

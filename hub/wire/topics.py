@@ -108,7 +108,16 @@ def _query(rest: str) -> dict[str, str]:
     _, sep, query = rest.partition("?")
     if not sep:
         return {}
-    return dict(parse_qsl(query, keep_blank_values=True))
+    # Strict: a lenient decode would turn "%ff" into U+FFFD and answer a request id the
+    # device never sent; a repeated name would leave it to chance which value counts.
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise TopicError(f"query {query!r} is not percent-encoded UTF-8") from None
+    params = dict(pairs)
+    if len(params) != len(pairs):
+        raise TopicError(f"query {query!r} gives a parameter more than once")
+    return params
 
 
 def _rid(rest: str) -> str:

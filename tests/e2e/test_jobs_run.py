@@ -201,3 +201,27 @@ async def test_finished_jobs_are_purged_after_the_retention_period(
     assert await runner.purge(now=datetime.now(UTC) + timedelta(days=29)) == 0
     assert await runner.purge(now=datetime.now(UTC) + timedelta(days=31)) == 1
     assert [j async for j in jobs.query_jobs()] == []
+
+
+async def test_a_device_busy_with_other_calls_is_called_when_a_slot_frees(tmp_path: Path) -> None:
+    """With one call in flight allowed per device, a direct call holds the slot; the job's call
+    is throttled, retried, and lands once the direct call has finished."""
+    settings = hub_settings(tmp_path / "data").model_copy(update={"max_method_calls_per_device": 1})
+    async with Hub(settings) as hub:
+        assert hub.endpoints is not None
+        cs, url = connection_string(hub), hub.endpoints.http_url
+        async with (
+            AsyncRegistryClient.from_connection_string(cs, url=url) as registry,
+            AsyncJobClient.from_connection_string(cs, url=url) as jobs,
+        ):
+            slow = Behaviours(profiles={"lockDoor": MethodProfile(latency=1.5)})
+            async with fleet_of(hub, registry, 1, "busy-", slow) as fleet:
+                [device] = list(fleet)
+                direct = asyncio.create_task(registry.invoke_method(device.device_id, "lockDoor", {}, 10))
+                await asyncio.sleep(0.3)  # the direct call holds the device's only slot
+                await jobs.schedule_device_method("while-busy", "*", LOCK)
+                done = await wait(jobs, "while-busy")
+                assert (await direct).status == 200
+                assert done.status is JobStatus.COMPLETED
+                assert (done.statistics.succeeded_count, done.statistics.failed_count) == (1, 0)
+                assert fleet.stats().totals.methods_handled == 2

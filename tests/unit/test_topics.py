@@ -252,6 +252,13 @@ def test_telemetry_round_trip(device_id: str, properties: dict[str, str]) -> Non
         "$iothub/methods/res/200.0/?$rid=1",
         "$iothub/methods/res/" + "9" * 5000 + "/?$rid=1",
         "$IOTHUB/twin/GET/?$rid=1",
+        "$iothub/twin/GET/?$rid=%ff",  # not UTF-8 once decoded
+        "$iothub/twin/GET/?$rid=%C3",
+        "$iothub/twin/GET/?$rid=1&$rid=2",  # which one?
+        "$iothub/twin/PATCH/properties/reported/?$rid=%80",
+        "$iothub/twin/PATCH/properties/reported/?$rid=1&x=%FF",
+        "$iothub/methods/res/200/?$rid=1&$rid=1",
+        "$iothub/methods/res/200/?$rid=%ED%A0%80",  # UTF-8 of a lone surrogate
     ],
 )
 def test_malformed_device_topics_raise_topic_error(topic: str) -> None:
@@ -275,6 +282,8 @@ def test_malformed_device_topics_raise_topic_error(topic: str) -> None:
         "$iothub/twin/res/200/?$rid=1&$version=1.5",
         "$iothub/twin/PATCH/properties/desired/?$version=abc",
         "$iothub/twin/PATCH/properties/desired/?$version=%C2%B2",
+        "$iothub/twin/res/200/?$rid=%ff",
+        "$iothub/twin/res/200/?$rid=1&$version=2&$version=3",
         "$iothub/twin/GET/?$rid=1",  # device -> hub only
         "devices/d/messages/events/",
     ],
@@ -282,6 +291,18 @@ def test_malformed_device_topics_raise_topic_error(topic: str) -> None:
 def test_malformed_hub_topics_raise_topic_error(topic: str) -> None:
     with pytest.raises(TopicError):
         parse_hub_topic(topic)
+
+
+def test_bad_request_ids_are_named_in_the_error() -> None:
+    with pytest.raises(TopicError, match="not percent-encoded UTF-8"):
+        parse_device_topic("$iothub/twin/GET/?$rid=%ff")
+    with pytest.raises(TopicError, match="more than once"):
+        parse_device_topic("$iothub/twin/GET/?$rid=a&$rid=b")
+
+
+def test_percent_encoded_utf8_request_ids_are_decoded() -> None:
+    assert parse_device_topic("$iothub/twin/GET/?$rid=%C3%A9%20x") == TwinGet("é x")
+    assert parse_device_topic("$iothub/twin/GET/?$rid=%zz") == TwinGet("%zz")  # not an escape: kept as sent
 
 
 def test_topic_error_is_a_value_error() -> None:

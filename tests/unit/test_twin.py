@@ -371,6 +371,30 @@ def test_bad_property_names_are_rejected(key: str, section: Section) -> None:
         validate_section({"ok": {"deeper": {key: 1}}}, section)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"\ud800": 1},
+        {"ok": {"a\udfffb": 1}},
+        {"a": "\udc00"},
+        {"a": ["ok", "x\ud83d"]},
+        {"a": {"b": "\ud800\ud800"}},
+    ],
+)
+@pytest.mark.parametrize("section", list(Section))
+def test_lone_surrogates_are_rejected(value: JsonObject, section: Section) -> None:
+    # json.loads turns the escape "\ud800" into a str that has no UTF-8 form.
+    with pytest.raises(TwinLimitError, match="lone surrogate"):
+        validate_section(value, section)
+
+
+def test_a_patch_with_a_lone_surrogate_leaves_the_twin_alone() -> None:
+    twin = apply_reported_patch(fresh_twin(), {"a": 1}, T0)
+    with pytest.raises(TwinLimitError, match="lone surrogate"):
+        apply_reported_patch(twin, json.loads('{"b": "\\udc00"}'), T1)
+    assert twin.reported.properties == {"a": 1}
+
+
 @pytest.mark.parametrize("key", ["a", "A-b_c", "ünïcödé", "emoji😀", "nbsp\xa0x", "a:b", "a/b", "a#b", "1"])
 def test_unusual_but_legal_property_names_pass(key: str) -> None:
     assert validate_section({key: {key: 1}}, Section.DESIRED) == {key: {key: 1}}

@@ -160,14 +160,16 @@ class RawClient:
         keepalive: int = 60,
         clean: bool = True,
         will: tuple[str, bytes] | None = None,
+        user: str | None = None,
     ) -> tuple[int, int]:
-        """Send CONNECT; return (session present, return code) from CONNACK."""
+        """Send CONNECT (``user`` defaults to the SDKs' username for the client id); return
+        (session present, return code) from CONNACK."""
         flags = 0x80 | (0x02 if clean else 0)
         payload = _str(client_id)
         if will is not None:
             flags |= 0x04
             payload += _str(will[0]) + _str(will[1])
-        payload += _str(username(client_id))
+        payload += _str(username(client_id) if user is None else user)
         if password is not None:
             flags |= 0x40
             payload += _str(password)

@@ -106,11 +106,13 @@ async def test_subscriptions_outside_the_device_scope_get_0x80(gateway: Gateway)
             f"devices/{device_id}x/#",
             "$SYS/#",
             "$iothub/#/bad",
+            "$iothub/#",
+            "$iothub/+/POST/#",
             "$iothub/methods/POST/#",
             f"devices/{device_id}/messages/devicebound/#",
             "$iothub/twin/res/#",
         )
-        assert codes == [0x80] * 7 + [1, 1, 1]
+        assert codes == [0x80] * 9 + [1, 1, 1]
         assert await client.subscribe("$iothub/twin/PATCH/properties/desired/#", qos=2) == [1]
         assert await client.subscribe("$iothub/twin/PATCH/properties/desired/#", qos=0) == [0]
 
