@@ -151,6 +151,24 @@ def serve(
             help="This hub's name among hubs sharing one database (default: the host name). [env: FLEETHUB_NODE_ID]"
         ),
     ] = None,
+    http_max_body_bytes: Annotated[
+        int | None,
+        typer.Option(help="Largest REST request body; larger ones get 413. [env: FLEETHUB_HTTP_MAX_BODY_BYTES]"),
+    ] = None,
+    http_header_timeout_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a REST connection has to send a request's headers; then 408 or closed. "
+            "[env: FLEETHUB_HTTP_HEADER_TIMEOUT_SECONDS]"
+        ),
+    ] = None,
+    http_body_timeout_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a REST request has to send its whole body; then 408. "
+            "[env: FLEETHUB_HTTP_BODY_TIMEOUT_SECONDS]"
+        ),
+    ] = None,
 ) -> None:
     """Run the hub: MQTT gateway for devices and the REST API for back ends.
 
@@ -173,6 +191,9 @@ def serve(
         job_retention_days=job_retention_days,
         job_call_window=job_call_window,
         node_id=node_id,
+        http_max_body_bytes=http_max_body_bytes,
+        http_header_timeout_seconds=http_header_timeout_seconds,
+        http_body_timeout_seconds=http_body_timeout_seconds,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_dependencies()

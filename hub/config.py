@@ -40,12 +40,23 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(30, ge=1)
     job_call_window: int = Field(1000, ge=1)
     """How many direct-method calls one job keeps in flight at once."""
+    max_method_calls_per_device: int = Field(64, ge=1)
+    """Direct-method calls in flight to one device; one more is refused with 429 ThrottlingException."""
+    max_twin_gets_per_device: int = Field(32, ge=1)
+    """Twin GETs one device may have in flight; more are answered ``$iothub/twin/res/429``."""
     # Hubs sharing one database need distinct node ids; a restarted hub with the same id
     # takes its unfinished jobs back at once instead of waiting for their leases to expire.
     node_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
     presence_flush_seconds: float = Field(0.2, gt=0)
     session_expiry_seconds: int = Field(3600, ge=1)
     max_token_lifetime_seconds: int = Field(365 * 24 * 3600, ge=60)
+    # REST clients: bodies over the limit get 413, bodies or headers slower than these get 408.
+    http_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    """Largest REST request body; 2 MiB holds a 1000-device bulk import (about 1 MB) with room to spare."""
+    http_header_timeout_seconds: float = Field(10.0, gt=0)
+    """Time a REST connection has to send a request's headers, from opening or the request's first byte."""
+    http_body_timeout_seconds: float = Field(30.0, gt=0)
+    """Time a REST request has to deliver its whole body once its headers are in."""
 
     @field_validator("owner_key")
     @classmethod

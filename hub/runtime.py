@@ -14,6 +14,7 @@ import uvicorn
 
 from broker_config import load_gateway_config
 from hub.api.app import create_app
+from hub.api.limits import header_deadline_protocol
 from hub.config import Settings
 from hub.domain.clock import Clock, SystemClock
 from hub.engine.bootstrap import ensure_policies
@@ -136,6 +137,8 @@ class Hub:
             max_active_jobs=s.max_active_jobs,
             job_retention_days=s.job_retention_days,
             job_call_window=s.job_call_window,
+            max_method_calls_per_device=s.max_method_calls_per_device,
+            max_twin_gets_per_device=s.max_twin_gets_per_device,
         )
         gateway.events = services.devices
         services.policies.update(await ensure_policies(store, s.owner_key))
@@ -146,11 +149,18 @@ class Hub:
         await self._stack.enter_async_context(services.job_runner.running())
         self.services = services
 
-        app = create_app(services, max_token_lifetime=s.max_token_lifetime_seconds)
+        app = create_app(
+            services,
+            max_token_lifetime=s.max_token_lifetime_seconds,
+            max_body_bytes=s.http_max_body_bytes,
+            body_timeout=s.http_body_timeout_seconds,
+        )
+        http_protocol = header_deadline_protocol(s.http_header_timeout_seconds)
         for name, sock in (("http", sockets["http"]), ("https", sockets["https"])):
             https = name == "https"
             config = uvicorn.Config(
                 app,
+                http=http_protocol,
                 log_level="warning",
                 lifespan="off",
                 access_log=False,

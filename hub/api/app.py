@@ -7,13 +7,20 @@ from fastapi import FastAPI
 from hub import __version__
 from hub.api.auth import ServiceAuthenticator
 from hub.api.errors import install_error_handlers
+from hub.api.limits import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, RequestLimits
 from hub.api.routes import devices, health, jobs, query, twins
 from hub.engine.services import Services
 
 __all__ = ["create_app"]
 
 
-def create_app(services: Services, *, max_token_lifetime: int) -> FastAPI:
+def create_app(
+    services: Services,
+    *,
+    max_token_lifetime: int,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+) -> FastAPI:
     app = FastAPI(
         title="fleethub", version=__version__, description="IoT fleet job hub with Azure IoT Hub's service API shapes."
     )
@@ -22,6 +29,7 @@ def create_app(services: Services, *, max_token_lifetime: int) -> FastAPI:
         services.hostname, services.policies, services.clock, max_token_lifetime
     )
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(twins.router)

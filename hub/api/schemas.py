@@ -7,7 +7,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.domain.devices import Device, DeviceStatus, SymmetricKeys
 from hub.domain.twin import isoformat
@@ -15,10 +15,24 @@ from hub.engine.registry import DeviceSpec
 from hub.errors import BadRequestError
 
 __all__ = [
+    "ERROR_RESPONSES",
+    "JOB_BODY_DOC",
+    "QUERY_BODY_DOC",
+    "TWIN_BODY_DOC",
     "AuthenticationIn",
     "BulkDeviceIn",
+    "BulkResultOut",
     "DeviceIn",
+    "DeviceJobOut",
+    "DeviceOut",
+    "ErrorOut",
+    "HealthOut",
+    "JobEventOut",
+    "JobOut",
+    "JobQueryResultOut",
     "MethodInvocationIn",
+    "MethodResultOut",
+    "TwinOut",
     "device_out",
     "spec_from",
 ]
@@ -53,6 +67,16 @@ class BulkDeviceIn(DeviceIn):
     importMode: str = "create"
     eTag: str | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _id_is_unicode(cls, value: str) -> str:
+        # The id is echoed in the bulk result; a lone surrogate (valid as a JSON \u escape) has no UTF-8 form.
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("not valid Unicode (it holds a lone surrogate)") from None
+        return value
+
 
 class MethodInvocationIn(_Open):
     methodName: Any = None
@@ -82,7 +106,7 @@ def spec_from(body: DeviceIn) -> DeviceSpec:
 def _check_key(key: str) -> None:
     try:
         raw = base64.b64decode(key, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         raise BadRequestError("symmetric keys must be base64") from None
     if not 16 <= len(raw) <= 64:
         raise BadRequestError("symmetric keys must decode to 16-64 bytes")
@@ -116,3 +140,196 @@ def device_out(device: Device, *, with_keys: bool = True) -> dict[str, Any]:
         },
         "capabilities": {"iotEdge": False},
     }
+
+
+# -- Response shapes, declared for the OpenAPI document (routes build the bodies above) --------
+
+
+class ErrorOut(BaseModel):
+    """IoT Hub's error body; the ``iothub-errorcode`` header repeats the code."""
+
+    Message: str = Field(description="ErrorCode:{code};{text}")
+    ExceptionMessage: str
+
+
+class _Thumbprints(BaseModel):
+    primaryThumbprint: str | None
+    secondaryThumbprint: str | None
+
+
+class _KeysOut(BaseModel):
+    primaryKey: str | None
+    secondaryKey: str | None
+
+
+class _AuthenticationOut(BaseModel):
+    symmetricKey: _KeysOut
+    x509Thumbprint: _Thumbprints
+    type: str
+
+
+class _Capabilities(BaseModel):
+    iotEdge: bool
+
+
+class DeviceOut(BaseModel):
+    deviceId: str
+    generationId: str
+    etag: str
+    connectionState: str
+    status: str
+    statusReason: str | None
+    connectionStateUpdatedTime: str
+    statusUpdatedTime: str
+    lastActivityTime: str
+    cloudToDeviceMessageCount: int
+    authentication: _AuthenticationOut
+    capabilities: _Capabilities
+
+
+class _TwinProperties(BaseModel):
+    desired: dict[str, Any]
+    reported: dict[str, Any]
+
+
+class TwinOut(BaseModel):
+    deviceId: str
+    etag: str
+    deviceEtag: str
+    status: str
+    statusReason: str | None
+    statusUpdateTime: str | None
+    connectionState: str
+    lastActivityTime: str | None
+    cloudToDeviceMessageCount: int
+    authenticationType: str
+    x509Thumbprint: _Thumbprints
+    version: int
+    capabilities: _Capabilities
+    tags: dict[str, Any]
+    properties: _TwinProperties
+
+
+class MethodResultOut(BaseModel):
+    status: int
+    payload: Any = None
+
+
+class _BulkErrorOut(BaseModel):
+    deviceId: str
+    errorCode: str
+    errorStatus: str
+    status: int
+
+
+class BulkResultOut(BaseModel):
+    isSuccessful: bool
+    errors: list[_BulkErrorOut]
+    warnings: list[Any]
+
+
+class _JobStatistics(BaseModel):
+    deviceCount: int
+    failedCount: int
+    succeededCount: int
+    runningCount: int
+    pendingCount: int
+    canceledCount: int
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # cloudToDeviceMethod or updateTwin, by type
+
+    jobId: str
+    type: str
+    status: str
+    queryCondition: str
+    createdTime: str
+    startTime: str
+    endTime: str | None
+    maxExecutionTimeInSeconds: int
+    failureReason: str | None
+    statusMessage: str | None
+    deviceJobStatistics: _JobStatistics
+
+
+class JobQueryResultOut(BaseModel):
+    """The job listing for the Python SDK's generated client (``hub.api.quirks``)."""
+
+    type: str
+    items: list[JobOut]
+    continuationToken: str | None
+
+
+class JobEventOut(BaseModel):
+    time: str
+    type: str
+    message: str
+    deviceId: str | None
+
+
+class DeviceJobOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # outcome, error
+
+    deviceId: str
+    jobId: str
+    jobType: str
+    status: str
+    startTimeUtc: str | None
+    endTimeUtc: str | None
+    createdDateTimeUtc: str | None
+    lastUpdatedDateTimeUtc: str | None
+
+
+class HealthOut(BaseModel):
+    status: str
+    connectedDevices: int | None = None
+    detail: str | None = None
+
+
+# Every route that takes input or needs a token can answer with IoT Hub's error body; "4XX"
+# also keeps FastAPI from documenting the 422 it never sends (validation errors are 400).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorOut, "description": "IoT Hub error; header iothub-errorcode holds the code"},
+    503: {"model": ErrorOut, "description": "ServiceUnavailable: the database cannot be reached"},
+}
+
+
+# Request bodies that routes take as plain JSON objects (their services check every field and
+# answer 400 with the reason), documented so that clients and fuzzers see the expected shape.
+_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+
+
+def request_body_doc(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose JSON body is a ``dict[str, Any]`` parameter."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"requestBody": {"content": {"application/json": {"schema": schema}}, "required": True}}
+
+
+QUERY_BODY_DOC = request_body_doc({"query": {"type": "string"}}, ["query"])
+TWIN_BODY_DOC = request_body_doc(
+    {"tags": _OBJECT, "properties": {"type": "object", "properties": {"desired": _OBJECT}}, "etag": {"type": "string"}}
+)
+JOB_BODY_DOC = request_body_doc(
+    {
+        "jobId": {"type": "string"},
+        "type": {"type": "string", "enum": ["scheduleDeviceMethod", "scheduleUpdateTwin"]},
+        "queryCondition": {"type": "string"},
+        "cloudToDeviceMethod": {
+            "type": "object",
+            "properties": {
+                "methodName": {"type": "string"},
+                "payload": {},
+                "responseTimeoutInSeconds": {"type": "integer"},
+                "connectTimeoutInSeconds": {"type": "integer"},
+            },
+            "required": ["methodName"],
+        },
+        "updateTwin": TWIN_BODY_DOC["requestBody"]["content"]["application/json"]["schema"],
+        "startTime": {"type": "string", "format": "date-time"},
+        "maxExecutionTimeInSeconds": {"type": "integer"},
+    },
+    ["type"],
+)

@@ -50,12 +50,17 @@ def service_token(hub: Hub, policy: str = "iothubowner", ttl: int = 3600) -> str
     return generate_sas_token(hub.settings.hostname, p.primary_key, ttl=ttl, key_name=policy)
 
 
+def api_client(hub: Hub, timeout: float = 30) -> httpx.AsyncClient:
+    """An HTTP client for the hub's plain REST port, signed as iothubowner."""
+    assert hub.endpoints is not None
+    return httpx.AsyncClient(
+        base_url=hub.endpoints.http_url, timeout=timeout, headers={"Authorization": service_token(hub)}
+    )
+
+
 @pytest.fixture
 async def api(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    assert hub.endpoints is not None
-    async with httpx.AsyncClient(
-        base_url=hub.endpoints.http_url, timeout=30, headers={"Authorization": service_token(hub)}
-    ) as client:
+    async with api_client(hub) as client:
         yield client
 
 

@@ -9,14 +9,23 @@ from fastapi.responses import JSONResponse
 
 from hub.api.deps import RegistryReader, RegistryWriter, ServicesDep
 from hub.api.errors import status_of
-from hub.api.schemas import BulkDeviceIn, DeviceIn, device_out, spec_from
+from hub.api.schemas import (
+    ERROR_RESPONSES,
+    BulkDeviceIn,
+    BulkResultOut,
+    DeviceIn,
+    DeviceOut,
+    ErrorOut,
+    device_out,
+    spec_from,
+)
 from hub.engine.registry import MAX_BULK, ImportMode, ImportOperation
 from hub.errors import BadRequestError
 
-router = APIRouter(tags=["devices"])
+router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)
 
 
-@router.put("/devices/{device_id}")
+@router.put("/devices/{device_id}", response_model=None, responses={200: {"model": DeviceOut}})
 async def put_device(
     device_id: str,
     body: DeviceIn,
@@ -31,7 +40,7 @@ async def put_device(
     return device_out(device)
 
 
-@router.get("/devices/{device_id}")
+@router.get("/devices/{device_id}", response_model=None, responses={200: {"model": DeviceOut}})
 async def get_device(device_id: str, services: ServicesDep, _: RegistryReader) -> dict[str, Any]:
     return device_out(await services.registry.get_device(device_id))
 
@@ -44,14 +53,21 @@ async def delete_device(
     return Response(status_code=204)
 
 
-@router.get("/devices")
+@router.get("/devices", response_model=None, responses={200: {"model": list[DeviceOut]}})
 async def list_devices(
     services: ServicesDep, _: RegistryReader, top: Annotated[int, Query(ge=1, le=1000)] = 1000
 ) -> list[dict[str, Any]]:
     return [device_out(d) for d in await services.registry.list_devices(top)]
 
 
-@router.post("/devices")
+@router.post(
+    "/devices",
+    response_model=None,
+    responses={
+        200: {"model": BulkResultOut},
+        400: {"model": BulkResultOut | ErrorOut, "description": "Some devices failed (BulkResult), or bad input"},
+    },
+)
 async def bulk_devices(
     services: ServicesDep,
     _: RegistryWriter,

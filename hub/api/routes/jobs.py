@@ -14,12 +14,13 @@ from fastapi.responses import JSONResponse
 
 from hub.api.deps import ServiceConnect, ServicesDep
 from hub.api.quirks import JOB_ITEM_TYPE, job_listing_body
+from hub.api.schemas import ERROR_RESPONSES, JOB_BODY_DOC, DeviceJobOut, JobEventOut, JobOut, JobQueryResultOut
 from hub.domain.jobs import DeviceJobStatistics, Job, JobEvent, device_job_document
 from hub.domain.twin import isoformat
 from hub.engine.jobs import parse_device_job_status, parse_job_status, parse_job_type
 from hub.engine.query import ItemType, page_size_of
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
 MaxItemCount = Annotated[str | None, Header()]
 Continuation = Annotated[str | None, Header()]
@@ -70,7 +71,7 @@ def _paged(body: Any, continuation: str | None, item_type: str) -> JSONResponse:
 
 
 # Declared before /jobs/v2/{job_id} so that "query" is never taken for a job id.
-@router.get("/jobs/v2/query")
+@router.get("/jobs/v2/query", response_model=None, responses={200: {"model": list[JobOut] | JobQueryResultOut}})
 async def query_jobs(
     services: ServicesDep,
     _: ServiceConnect,
@@ -93,7 +94,7 @@ async def query_jobs(
     return _paged(job_listing_body(items, page.continuation, user_agent), page.continuation, JOB_ITEM_TYPE)
 
 
-@router.put("/jobs/v2/{job_id}")
+@router.put("/jobs/v2/{job_id}", response_model=None, openapi_extra=JOB_BODY_DOC, responses={200: {"model": JobOut}})
 async def create_job(
     job_id: str, body: Annotated[dict[str, Any], Body()], services: ServicesDep, _: ServiceConnect
 ) -> dict[str, Any]:
@@ -102,12 +103,12 @@ async def create_job(
     return job_document(job, DeviceJobStatistics())
 
 
-@router.get("/jobs/v2/{job_id}")
+@router.get("/jobs/v2/{job_id}", response_model=None, responses={200: {"model": JobOut}})
 async def get_job(job_id: str, services: ServicesDep, _: ServiceConnect) -> dict[str, Any]:
     return job_document(*await services.jobs.get(job_id))
 
 
-@router.post("/jobs/v2/{job_id}/cancel")
+@router.post("/jobs/v2/{job_id}/cancel", response_model=None, responses={200: {"model": JobOut}})
 async def cancel_job(job_id: str, services: ServicesDep, _: ServiceConnect) -> dict[str, Any]:
     """Cancel a job that has not finished; 400 when it already has."""
     cancelled = await services.jobs.cancel(job_id)
@@ -115,7 +116,7 @@ async def cancel_job(job_id: str, services: ServicesDep, _: ServiceConnect) -> d
     return job_document(cancelled, stats)
 
 
-@router.get("/jobs/v2/{job_id}/devices")
+@router.get("/jobs/v2/{job_id}/devices", response_model=None, responses={200: {"model": list[DeviceJobOut]}})
 async def job_devices(
     job_id: str,
     services: ServicesDep,
@@ -134,7 +135,7 @@ async def job_devices(
     return _paged([device_job_document(row) for row in page.items], page.continuation, ItemType.DEVICE_JOB.value)
 
 
-@router.get("/jobs/v2/{job_id}/events")
+@router.get("/jobs/v2/{job_id}/events", response_model=None, responses={200: {"model": list[JobEventOut]}})
 async def job_events(job_id: str, services: ServicesDep, _: ServiceConnect) -> list[dict[str, Any]]:
     """The job's event log, oldest first (a fleethub extension)."""
     return [event_document(event) for event in await services.jobs.events(job_id)]

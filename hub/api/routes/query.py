@@ -8,13 +8,19 @@ from fastapi import APIRouter, Body, Header
 from fastapi.responses import JSONResponse
 
 from hub.api.deps import ServicesDep, TwinReader
+from hub.api.schemas import ERROR_RESPONSES, QUERY_BODY_DOC
 from hub.engine.query import page_size_of
 from hub.errors import BadRequestError
 
-router = APIRouter(tags=["query"])
+router = APIRouter(tags=["query"], responses=ERROR_RESPONSES)
 
 
-@router.post("/devices/query")
+@router.post(
+    "/devices/query",
+    response_model=None,
+    openapi_extra=QUERY_BODY_DOC,
+    responses={200: {"model": list[dict[str, Any]], "description": "Twins, device jobs or raw rows (x-ms-item-type)"}},
+)
 async def query_devices(
     body: Annotated[dict[str, Any], Body()],
     services: ServicesDep,

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Response
 
 from hub.api.deps import ServiceConnect, ServicesDep, TwinReader, TwinWriter
-from hub.api.schemas import MethodInvocationIn
+from hub.api.schemas import ERROR_RESPONSES, TWIN_BODY_DOC, ErrorOut, MethodInvocationIn, MethodResultOut, TwinOut
 from hub.domain.methods import MethodRequest
 from hub.domain.twin import Twin, twin_document
 
-router = APIRouter(tags=["twins"])
+router = APIRouter(tags=["twins"], responses=ERROR_RESPONSES)
 
 IfMatch = Annotated[str | None, Header()]
 
@@ -21,12 +21,14 @@ def _twin_response(twin: Twin, response: Response) -> dict[str, Any]:
     return twin_document(twin)
 
 
-@router.get("/twins/{device_id}")
+@router.get("/twins/{device_id}", response_model=None, responses={200: {"model": TwinOut}})
 async def get_twin(device_id: str, services: ServicesDep, _: TwinReader, response: Response) -> dict[str, Any]:
     return _twin_response(await services.twins.get_twin(device_id), response)
 
 
-@router.patch("/twins/{device_id}")
+@router.patch(
+    "/twins/{device_id}", response_model=None, openapi_extra=TWIN_BODY_DOC, responses={200: {"model": TwinOut}}
+)
 async def patch_twin(
     device_id: str,
     body: Annotated[dict[str, Any], Body()],
@@ -39,7 +41,7 @@ async def patch_twin(
     return _twin_response(await services.twins.patch_twin(device_id, body, if_match), response)
 
 
-@router.put("/twins/{device_id}")
+@router.put("/twins/{device_id}", response_model=None, openapi_extra=TWIN_BODY_DOC, responses={200: {"model": TwinOut}})
 async def replace_twin(
     device_id: str,
     body: Annotated[dict[str, Any], Body()],
@@ -52,7 +54,15 @@ async def replace_twin(
     return _twin_response(await services.twins.replace_twin(device_id, body, if_match), response)
 
 
-@router.post("/twins/{device_id}/methods")
+@router.post(
+    "/twins/{device_id}/methods",
+    response_model=None,
+    responses={
+        200: {"model": MethodResultOut},
+        502: {"model": ErrorOut, "description": "InvalidDeviceReply"},
+        504: {"model": ErrorOut, "description": "GatewayTimeout: the device did not answer in time"},
+    },
+)
 async def invoke_method(
     device_id: str, body: MethodInvocationIn, services: ServicesDep, _: ServiceConnect
 ) -> dict[str, Any]:
