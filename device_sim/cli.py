@@ -190,6 +190,10 @@ def run(
     ] = None,
     keepalive: Annotated[int, typer.Option(min=5, help="MQTT keepalive in seconds.")] = 60,
     batch_size: Annotated[int, typer.Option(min=1, help="Devices connected per batch.")] = 200,
+    churn: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of the devices dropped and reconnected every second (0.1 = 10%)."),
+    ] = 0.0,
     duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
     status_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between status lines.")] = 5.0,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "WARNING",
@@ -220,7 +224,7 @@ def run(
             profiles=profiles, default_profile=default_profile, seed=seed, reboot_reconnect_after=reboot_reconnect
         ),
         options=DeviceOptions(keepalive=keepalive),
-        fleet_options=FleetOptions(batch_size=batch_size),
+        fleet_options=FleetOptions(batch_size=batch_size, churn=churn, churn_seed=seed),
         duration=duration,
         status_interval=status_interval,
     )

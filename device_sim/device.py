@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 _jitter = random.Random()
 # Several devices publishing replies at once is normal here; aiomqtt warns above 10 by default.
 _PENDING_CALLS_THRESHOLD = 1000
+_STOP_RETRY_SECONDS = 2.0
 
 
 def backoff_delay(failures: int, initial: float, cap: float, rng: random.Random = _jitter) -> float:
@@ -58,7 +59,7 @@ class SimulatedDevice:
     reported its startup properties, and cleared when the connection drops.
     """
 
-    __slots__ = ("_endpoint", "_identity", "_protocol", "_task", "connected")
+    __slots__ = ("_drop", "_endpoint", "_identity", "_protocol", "_task", "connected")
 
     def __init__(
         self,
@@ -78,6 +79,7 @@ class SimulatedDevice:
             hooks=hooks or DeviceHooks(),
         )
         self._task: asyncio.Task[None] | None = None
+        self._drop: asyncio.Future[float] | None = None  # set while connected; drop() resolves it
         self.connected = asyncio.Event()
 
     @classmethod
@@ -144,6 +146,15 @@ class SimulatedDevice:
         """Report properties; returns the new reported ``$version``. See ``DeviceProtocol.patch_reported``."""
         return await self._protocol.patch_reported(patch, timeout)
 
+    def drop(self, reconnect_after: float = 0.0) -> bool:
+        """Close the connection now, as a device losing its network would, and reconnect after
+        ``reconnect_after`` seconds; calls and twin requests in flight are abandoned. Returns
+        ``False`` (and does nothing) when the device is not connected."""
+        if self._drop is None or self._drop.done() or not self.connected.is_set():
+            return False
+        self._drop.set_result(max(0.0, reconnect_after))
+        return True
+
     async def wait_connected(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):
             await self.connected.wait()
@@ -161,8 +172,11 @@ class SimulatedDevice:
         if task is None:
             return
         task.cancel()
-        # asyncio.wait, not `await task`: our own cancellation must still reach us.
-        await asyncio.wait([task])
+        # asyncio.wait, not `await task`: our own cancellation must still reach us. Python
+        # 3.11's asyncio.wait_for (inside aiomqtt's requests) can swallow a cancellation that
+        # meets a reply; the device then serves on, so it is cancelled again until it ends.
+        while not (await asyncio.wait([task], timeout=_STOP_RETRY_SECONDS))[0]:
+            task.cancel()
         if not task.cancelled() and task.exception() is not None:
             logger.error("%s: device task failed", self.device_id, exc_info=task.exception())
 
@@ -237,7 +251,9 @@ class SimulatedDevice:
 
         protocol.bind(publish)
         protocol.stats.connects += 1
+        self._drop = asyncio.get_running_loop().create_future()
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._until_dropped(self._drop), name=f"device:{self.device_id}:drop")
             # Reading starts first: the hub may push method calls before we subscribe, and the
             # twin replies that start_session awaits arrive through it.
             tg.create_task(self._read(client, tg), name=f"device:{self.device_id}:read")
@@ -253,6 +269,11 @@ class SimulatedDevice:
                 logger.warning("%s: startup twin exchange failed: %s", self.device_id, exc)
             self.connected.set()
             self._notify_connection(True)
+
+    @staticmethod
+    async def _until_dropped(drop: asyncio.Future[float]) -> None:
+        # Raising inside the session's task group ends the session (its reader, its handlers).
+        raise ReconnectRequested(await drop)
 
     async def _read(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         protocol = self._protocol
@@ -271,6 +292,9 @@ class SimulatedDevice:
             logger.exception("%s: handling a message failed", self.device_id)
 
     def _disconnected(self) -> None:
+        if self._drop is not None:
+            self._drop.cancel()
+            self._drop = None
         self._protocol.unbind()
         self._protocol.stats.disconnects += 1
         if self.connected.is_set():

@@ -7,7 +7,9 @@ behaviours, hooks and the TLS context are shared by the whole fleet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -26,6 +28,7 @@ __all__ = ["Fleet", "FleetOptions", "FleetStats", "fleet_device_ids", "provision
 logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05
+_CHURN_INTERVAL = 1.0
 
 
 def fleet_device_ids(prefix: str, count: int, *, start: int = 0, width: int = 4) -> list[str]:
@@ -84,15 +87,23 @@ async def provision_devices(
 @dataclass(frozen=True, slots=True)
 class FleetOptions:
     """How a fleet connects: ``batch_size`` devices at a time, waiting up to ``batch_timeout`` for
-    each batch and ``batch_pause`` between batches, so the broker's accept backlog is not overrun."""
+    each batch and ``batch_pause`` between batches, so the broker's accept backlog is not overrun.
+
+    ``churn`` is the share of the fleet (0..1) that drops its connection every second once the
+    fleet has started, each dropped device reconnecting at once (picked among the connected
+    devices with ``churn_seed``): a flaky network for tests of jobs under reconnects."""
 
     batch_size: int = 200
     batch_pause: float = 0.2
     batch_timeout: float = 10.0
+    churn: float = 0.0
+    churn_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.batch_pause < 0 or self.batch_timeout < 0:
             raise ValueError("batch_size must be positive, batch_pause and batch_timeout not negative")
+        if not 0.0 <= self.churn <= 1.0:
+            raise ValueError("churn must be between 0 and 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +145,9 @@ class Fleet:
         ]
         self._by_id = {device.device_id: device for device in self._devices}
         self._fleet_options = fleet_options or FleetOptions()
+        self._churn_task: asyncio.Task[None] | None = None
+        self.churned = 0
+        """Connections dropped by churn so far."""
 
     @classmethod
     async def provision(
@@ -195,6 +209,18 @@ class Fleet:
                 )
             if first + opts.batch_size < len(self._devices) and opts.batch_pause:
                 await asyncio.sleep(opts.batch_pause)
+        if opts.churn > 0 and self._churn_task is None:
+            self._churn_task = asyncio.create_task(self._churn(opts.churn, opts.churn_seed), name="fleet-churn")
+
+    async def _churn(self, share: float, seed: int | None) -> None:
+        rng = random.Random(seed)
+        per_round = max(1, round(share * len(self._devices)))
+        while True:
+            await asyncio.sleep(_CHURN_INTERVAL)
+            connected = [device for device in self._devices if device.connected.is_set()]
+            for device in rng.sample(connected, min(per_round, len(connected))):
+                if device.drop():
+                    self.churned += 1
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
         """Wait until every device is connected; ``False`` if ``timeout`` ran out first."""
@@ -212,7 +238,12 @@ class Fleet:
         return True
 
     async def stop(self) -> None:
-        """Disconnect every device (concurrently) and stop reconnecting."""
+        """Stop the churn, disconnect every device (concurrently) and stop reconnecting."""
+        task, self._churn_task = self._churn_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await asyncio.gather(*(device.stop() for device in self._devices))
 
     async def __aenter__(self) -> Self:

@@ -164,6 +164,9 @@ class JobRunner:
                 count = await resolve_devices(self._ctx.store, job, self._ctx.clock.now())
                 job = await self._update(job_id, device_count=count)
                 writer.event(self._status_event(job, f"{count} devices selected by {job.query_condition!r}"))
+            # A run starts from the stored records: write the results this node still holds
+            # (kept while the database was away) first, or finished devices would run again.
+            await writer.flush()
             run: JobRun = (
                 MethodJobRun(job, self._ctx) if job.job_type is JobType.DEVICE_METHOD else TwinJobRun(job, self._ctx)
             )

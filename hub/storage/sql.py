@@ -470,6 +470,17 @@ class SqlStore:
             return
         params = [_presence_params(update) for update in updates]
         async with self._begin() as connection:
+            if self._dialect == "postgresql":
+                # Lock the rows in device_id order first, as save_twins and twin job batches do:
+                # updating them in arrival order instead deadlocks against those batches.
+                for chunk in _chunks(sorted({update.device_id for update in updates})):
+                    lock = (
+                        sa.select(_devices.c.device_id)
+                        .where(_devices.c.device_id.in_(chunk))
+                        .order_by(_devices.c.device_id)
+                        .with_for_update()
+                    )
+                    await connection.execute(lock)
             await connection.execute(_record_presence, params)
 
     async def reset_presence(self) -> None:
