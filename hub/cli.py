@@ -169,6 +169,20 @@ def serve(
             "[env: FLEETHUB_HTTP_BODY_TIMEOUT_SECONDS]"
         ),
     ] = None,
+    max_token_lifetime_seconds: Annotated[
+        int | None,
+        typer.Option(
+            help="Refuse SAS tokens (REST and MQTT) that expire further ahead than this; default one year. "
+            "[env: FLEETHUB_MAX_TOKEN_LIFETIME_SECONDS]"
+        ),
+    ] = None,
+    max_method_calls_per_device: Annotated[
+        int | None,
+        typer.Option(
+            help="Direct-method calls in flight to one device; more get 429. "
+            "[env: FLEETHUB_MAX_METHOD_CALLS_PER_DEVICE]"
+        ),
+    ] = None,
 ) -> None:
     """Run the hub: MQTT gateway for devices and the REST API for back ends.
 
@@ -194,6 +208,8 @@ def serve(
         http_max_body_bytes=http_max_body_bytes,
         http_header_timeout_seconds=http_header_timeout_seconds,
         http_body_timeout_seconds=http_body_timeout_seconds,
+        max_token_lifetime_seconds=max_token_lifetime_seconds,
+        max_method_calls_per_device=max_method_calls_per_device,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_dependencies()
