@@ -6,7 +6,20 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock"]
+from hub.errors import BadRequestError
+
+__all__ = ["Clock", "SystemClock", "parse_iso8601"]
+
+
+def parse_iso8601(field: str, value: object) -> datetime:
+    """An ISO-8601 date and time from a request field (``Z`` or an offset, or none: then the
+    result is naive and the caller decides its zone); BadRequestError naming ``field``."""
+    if not isinstance(value, str):
+        raise BadRequestError(f"{field} must be an ISO-8601 date and time string, got {value!r}")
+    try:
+        return datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise BadRequestError(f"{field} {value!r} is not an ISO-8601 date and time") from None
 
 
 class Clock(Protocol):

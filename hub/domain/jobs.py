@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from hub.domain.clock import parse_iso8601
 from hub.domain.json import JsonObject, JsonValue
 from hub.domain.methods import MethodRequest
 from hub.domain.twin import Section, isoformat, validate_section
@@ -155,12 +156,7 @@ def parse_start_time(value: object, now: datetime) -> datetime:
     """ISO-8601 (``Z`` or an offset; a time without a zone is taken as UTC); absent means now."""
     if value is None or value == "":
         return now
-    if not isinstance(value, str):
-        raise BadRequestError(f"startTime must be an ISO-8601 string, got {value!r}")
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
-        raise BadRequestError(f"startTime {value!r} is not an ISO-8601 date and time") from None
+    moment = parse_iso8601("startTime", value)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
