@@ -522,6 +522,8 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             logger.info("dropped a publish of device %s to %r: outside its topics", conn.device_id, topic)
 
     def _enqueue(self, conn: _Connection, topic: str, payload: bytes) -> None:
+        if conn.closing:
+            return  # already being closed (and said so): what still arrives is dropped quietly
         if conn.queue.qsize() >= self.gateway_config.max_pending_messages:
             logger.warning(
                 "device %s is %d messages ahead of the hub; closing the connection", conn.device_id, conn.queue.qsize()

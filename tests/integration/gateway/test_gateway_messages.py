@@ -248,6 +248,28 @@ async def test_an_oversized_payload_closes_the_connection(small_gateway: Gateway
     assert events.messages(device_id) == [(f"devices/{device_id}/messages/events/", b"x" * 1024)]
 
 
+async def test_a_device_too_far_ahead_of_the_hub_is_closed_with_one_warning(
+    events: RecordingEvents, gateway_config: GatewayConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past max_pending_messages queued behind a slow handler the connection is closed, once:
+    publishes still arriving on the closing connection are dropped without a line each."""
+    config = dataclasses.replace(gateway_config, max_pending_messages=5)
+    async with Gateway(events, mqtt_socket=bound_socket(), config=config) as gateway:
+        device_id = unique_id()
+        assert gateway.mqtt_port
+        async with raw_client(gateway.mqtt_port) as client:
+            assert await client.connect(device_id, good_password(device_id)) == (0, 0)
+            await client.publish("$iothub/twin/GET/slow/?$rid=0")  # holds the worker
+            for rid in range(1, 60):
+                await client.publish(f"$iothub/twin/GET/?$rid={rid}")
+            await client.wait_closed()
+        events.release.set()
+        await events.wait_for(lambda: events.presence(device_id) == ["connected", "disconnected"])
+    ahead = [r for r in caplog.records if "messages ahead of the hub" in r.getMessage()]
+    assert len(ahead) == 1, [r.getMessage() for r in ahead]
+    assert len(events.messages(device_id)) <= 1 + 5
+
+
 async def test_an_overlong_topic_closes_the_connection(small_gateway: Gateway, events: RecordingEvents) -> None:
     device_id = unique_id()
     assert small_gateway.mqtt_port
