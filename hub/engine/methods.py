@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-import math
 import secrets
 from collections import defaultdict
 
-from hub.domain.json import JsonValue
+from hub.domain.json import JsonValue, loads_strict
 from hub.domain.methods import MAX_PAYLOAD_BYTES, MethodRequest, MethodResult, encode_payload
 from hub.engine.ports import DeviceLink, DeviceStore
 from hub.errors import DeviceNotOnlineError, DeviceReplyError, GatewayTimeoutError, ThrottledError
@@ -23,17 +21,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_CALLS_PER_DEVICE = 64
 
 
-def _not_json_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
 def decode_reply(payload: bytes) -> JsonValue:
     """A device reply body: strict JSON (no NaN, no infinite numbers), or empty for ``null``."""
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -41,12 +28,9 @@ def decode_reply(payload: bytes) -> JsonValue:
     if not payload.strip():
         return None
     try:
-        value: JsonValue = json.loads(
-            payload.decode("utf-8"), parse_constant=_not_json_constant, parse_float=_finite_float
-        )
-    except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8, bad JSON, overlong integers
+        return loads_strict(payload)
+    except ValueError as exc:
         raise DeviceReplyError(f"device reply is not valid UTF-8 JSON: {exc}") from exc
-    return value
 
 
 class MethodService:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 from hub.domain.clock import Clock
 from hub.domain.devices import etag_matches
-from hub.domain.json import JsonObject
+from hub.domain.json import JsonObject, loads_strict
 from hub.domain.twin import (
     Twin,
     apply_reported_patch,
@@ -50,13 +50,9 @@ def decode_json_object(payload: bytes, what: str) -> JsonObject:
     if len(payload) > MAX_DEVICE_PAYLOAD_BYTES:
         raise BadRequestError(f"{what} is {len(payload)} bytes, over the limit of {MAX_DEVICE_PAYLOAD_BYTES}")
     try:
-        value = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = loads_strict(payload)
+    except ValueError as exc:
         raise BadRequestError(f"{what} is not valid UTF-8 JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise BadRequestError(f"{what} is nested too deeply to parse") from exc
-    except ValueError as exc:  # an integer literal past Python's 4300-digit conversion limit
-        raise BadRequestError(f"{what} holds a number too long to parse") from exc
     if not isinstance(value, dict):
         raise BadRequestError(f"{what} must be a JSON object")
     return value
