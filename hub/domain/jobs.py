@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from hub.domain.clock import parse_iso8601
-from hub.domain.json import JsonObject, JsonValue
+from hub.domain.json import JsonObject, JsonValue, is_integer
 from hub.domain.methods import MethodRequest
 from hub.domain.twin import Section, isoformat, validate_section
 from hub.errors import BadRequestError
@@ -244,7 +244,7 @@ class JobRequest:
         max_seconds = body.get("maxExecutionTimeInSeconds")
         if max_seconds is None:
             max_seconds = DEFAULT_MAX_EXECUTION_SECONDS
-        if isinstance(max_seconds, bool) or not isinstance(max_seconds, int) or max_seconds <= 0:
+        if not is_integer(max_seconds) or max_seconds <= 0:
             raise BadRequestError(f"maxExecutionTimeInSeconds must be a positive integer, got {max_seconds!r}")
         return cls(
             job_id,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TypeAlias
+from typing import TypeAlias, TypeGuard
 
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
-__all__ = ["JsonObject", "JsonValue", "loads_strict"]
+__all__ = ["JsonObject", "JsonValue", "is_integer", "loads_strict"]
+
+
+def is_integer(value: object) -> TypeGuard[int]:
+    """A JSON integer: an int that is not a bool (Python's bool is an int subclass)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _refuse_constant(name: str) -> float:

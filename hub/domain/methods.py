@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from hub.domain.json import JsonValue
+from hub.domain.json import JsonValue, is_integer
 from hub.errors import BadRequestError, PayloadTooLargeError
 
 __all__ = [
@@ -57,15 +57,11 @@ class MethodRequest:
             response_timeout = 30
         if connect_timeout is None:
             connect_timeout = 0
-        if (
-            isinstance(response_timeout, bool)
-            or not isinstance(response_timeout, int)
-            or not 5 <= response_timeout <= 300
-        ):
+        if not is_integer(response_timeout) or not 5 <= response_timeout <= 300:
             raise BadRequestError(
                 f"responseTimeoutInSeconds must be an integer from 5 to 300, got {response_timeout!r}"
             )
-        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int) or not 0 <= connect_timeout <= 300:
+        if not is_integer(connect_timeout) or not 0 <= connect_timeout <= 300:
             raise BadRequestError(f"connectTimeoutInSeconds must be an integer from 0 to 300, got {connect_timeout!r}")
         try:
             # allow_nan=False: NaN/Infinity would go to the device as text that is not JSON.

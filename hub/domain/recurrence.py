@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter  # type: ignore[import-untyped]
 
 from hub.domain.clock import parse_iso8601
-from hub.domain.json import JsonObject, JsonValue
+from hub.domain.json import JsonObject, JsonValue, is_integer
 from hub.domain.twin import isoformat
 from hub.errors import BadRequestError
 
@@ -248,7 +248,7 @@ def _int_list(field: str, value: JsonValue, low: int, high: int, what: str) -> t
         raise BadRequestError(f"recurrence.schedule.{field} must list at least one {what}")
     chosen: set[int] = set()
     for item in items:
-        if not isinstance(item, int) or isinstance(item, bool) or not low <= item <= high:
+        if not is_integer(item) or not low <= item <= high:
             raise BadRequestError(f"recurrence.schedule.{field} must hold {what}s from {low} to {high}, got {item!r}")
         chosen.add(item)
     return tuple(sorted(chosen))
@@ -298,7 +298,7 @@ def _parse_schedule(value: JsonValue, frequency: Frequency) -> RecurrenceSchedul
         if not items:
             raise BadRequestError("recurrence.schedule.monthDays must list at least one day")
         for item in items:
-            if not isinstance(item, int) or isinstance(item, bool) or item == 0 or not -31 <= item <= 31:
+            if not is_integer(item) or item == 0 or not -31 <= item <= 31:
                 raise BadRequestError(
                     "recurrence.schedule.monthDays must hold days 1..31 or -1..-31 (counted from the "
                     f"month's end, -1 = last day), got {item!r}"
@@ -340,12 +340,7 @@ def _parse_occurrences(value: JsonValue) -> tuple[MonthlyOccurrence, ...]:
             raise BadRequestError(f"{field} items need a day")
         day = _week_day(f"{field}.day", item["day"])
         occurrence = item.get("occurrence")
-        if occurrence is not None and (
-            not isinstance(occurrence, int)
-            or isinstance(occurrence, bool)
-            or occurrence == 0
-            or not -5 <= occurrence <= 5
-        ):
+        if occurrence is not None and (not is_integer(occurrence) or occurrence == 0 or not -5 <= occurrence <= 5):
             raise BadRequestError(
                 f"{field}.occurrence must be 1..5 (from the month's start) or -1..-5 (from its end, "
                 f"-1 = last), got {occurrence!r}"
@@ -413,7 +408,7 @@ def _parse_fields(body: Mapping[str, JsonValue], time_zone: ZoneInfo, now: datet
     if end is not None and end < start:
         raise BadRequestError(f"recurrence.endTime {end_value!r} is before startTime")
     count = body.get("count")
-    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+    if count is not None and (not is_integer(count) or count < 1):
         raise BadRequestError(f"recurrence.count must be a positive integer, got {count!r}")
     recurrence: Recurrence
     if has_cron:
@@ -429,7 +424,7 @@ def _parse_fields(body: Mapping[str, JsonValue], time_zone: ZoneInfo, now: datet
         interval = body.get("interval")
         if interval is None:
             interval = 1
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+        if not is_integer(interval) or interval < 1:
             raise BadRequestError(f"recurrence.interval must be a positive integer, got {interval!r}")
         if interval > MAX_INTERVAL[frequency]:
             raise BadRequestError(

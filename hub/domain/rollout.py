@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from fractions import Fraction
 
-from hub.domain.json import JsonObject, JsonValue
+from hub.domain.json import JsonObject, JsonValue, is_integer
 from hub.errors import BadRequestError
 
 __all__ = [
@@ -101,7 +101,7 @@ def _object(value: JsonValue, field: str, known: Sequence[str]) -> dict[str, Jso
 
 
 def _integer(value: JsonValue, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not is_integer(value) or not low <= value <= high:
         raise BadRequestError(f"{field} must be an integer from {low} to {high}, got {value!r}")
     return value
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hub.domain.jobs import device_job_document
-from hub.domain.json import JsonObject
+from hub.domain.json import JsonObject, is_integer
 from hub.domain.twin import twin_document
 from hub.engine.ports import QueryStore
 from hub.engine.presence import PresenceService
@@ -72,8 +72,7 @@ def _decode(text: str, token: str | None) -> _Cursor:
     if (
         not isinstance(after, list)
         or not all(isinstance(k, str) for k in after)
-        or not isinstance(served, int)
-        or isinstance(served, bool)
+        or not is_integer(served)
         or served < 0
     ):
         raise BadRequestError("x-ms-continuation is not a continuation token this hub issued")
