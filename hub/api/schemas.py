@@ -7,6 +7,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.domain.devices import Device, DeviceStatus, SymmetricKeys
@@ -34,10 +35,20 @@ __all__ = [
     "MethodResultOut",
     "TwinOut",
     "device_out",
+    "paged_response",
     "spec_from",
 ]
 
 _NEVER = "0001-01-01T00:00:00Z"
+
+
+def paged_response(body: Any, continuation: str | None, item_type: str) -> JSONResponse:
+    """One page of a listing or query, as IoT Hub answers it: ``x-ms-item-type`` always,
+    ``x-ms-continuation`` while more pages follow."""
+    headers = {"x-ms-item-type": item_type}
+    if continuation:
+        headers["x-ms-continuation"] = continuation
+    return JSONResponse(content=body, headers=headers)
 
 
 class _Open(BaseModel):

@@ -14,7 +14,15 @@ from fastapi.responses import JSONResponse
 
 from hub.api.deps import ServiceConnect, ServicesDep
 from hub.api.quirks import JOB_ITEM_TYPE, job_listing_body
-from hub.api.schemas import ERROR_RESPONSES, JOB_BODY_DOC, DeviceJobOut, JobEventOut, JobOut, JobQueryResultOut
+from hub.api.schemas import (
+    ERROR_RESPONSES,
+    JOB_BODY_DOC,
+    DeviceJobOut,
+    JobEventOut,
+    JobOut,
+    JobQueryResultOut,
+    paged_response,
+)
 from hub.domain.jobs import DeviceJobStatistics, Job, JobEvent, device_job_document
 from hub.domain.twin import isoformat
 from hub.engine.jobs import parse_device_job_status, parse_job_status, parse_job_type
@@ -63,13 +71,6 @@ def event_document(event: JobEvent) -> dict[str, Any]:
     }
 
 
-def _paged(body: Any, continuation: str | None, item_type: str) -> JSONResponse:
-    headers = {"x-ms-item-type": item_type}
-    if continuation:
-        headers["x-ms-continuation"] = continuation
-    return JSONResponse(content=body, headers=headers)
-
-
 # Declared before /jobs/v2/{job_id} so that "query" is never taken for a job id.
 @router.get("/jobs/v2/query", response_model=None, responses={200: {"model": list[JobOut] | JobQueryResultOut}})
 async def query_jobs(
@@ -91,7 +92,7 @@ async def query_jobs(
         continuation=x_ms_continuation,
     )
     items = [job_document(job, stats) for job, stats in page.items]
-    return _paged(job_listing_body(items, page.continuation, user_agent), page.continuation, JOB_ITEM_TYPE)
+    return paged_response(job_listing_body(items, page.continuation, user_agent), page.continuation, JOB_ITEM_TYPE)
 
 
 @router.put("/jobs/v2/{job_id}", response_model=None, openapi_extra=JOB_BODY_DOC, responses={200: {"model": JobOut}})
@@ -132,7 +133,9 @@ async def job_devices(
         page_size=page_size_of(x_ms_max_item_count),
         continuation=x_ms_continuation,
     )
-    return _paged([device_job_document(row) for row in page.items], page.continuation, ItemType.DEVICE_JOB.value)
+    return paged_response(
+        [device_job_document(row) for row in page.items], page.continuation, ItemType.DEVICE_JOB.value
+    )
 
 
 @router.get("/jobs/v2/{job_id}/events", response_model=None, responses={200: {"model": list[JobEventOut]}})

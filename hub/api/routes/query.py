@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Header
 from fastapi.responses import JSONResponse
 
 from hub.api.deps import ServicesDep, TwinReader
-from hub.api.schemas import ERROR_RESPONSES, QUERY_BODY_DOC
+from hub.api.schemas import ERROR_RESPONSES, QUERY_BODY_DOC, paged_response
 from hub.engine.query import page_size_of
 from hub.errors import BadRequestError
 
@@ -35,10 +35,7 @@ async def query_devices(
     page = await services.query.run(
         body["query"], page_size=page_size_of(x_ms_max_item_count), continuation=x_ms_continuation
     )
-    headers = {"x-ms-item-type": page.item_type.value}
-    if page.continuation:
-        headers["x-ms-continuation"] = page.continuation
-    return JSONResponse(content=page.items, headers=headers)
+    return paged_response(page.items, page.continuation, page.item_type.value)
 
 
 __all__ = ["router"]
