@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hub.wire.sas import LOCAL_HOSTNAMES
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -62,10 +64,19 @@ _CA_CERT = "ca.pem"
 _CA_KEY = "ca-key.pem"
 _SERVER_CERT = "server.pem"
 _SERVER_KEY = "server-key.pem"
-_ALWAYS_DNS = ("localhost",)
-_ALWAYS_IP = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
-
 _IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip_or_none(name: str) -> _IpAddress | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+# The certificate names what token checks accept besides the hub's hostname (LOCAL_HOSTNAMES).
+_ALWAYS_IP = tuple(ip for ip in map(_ip_or_none, LOCAL_HOSTNAMES) if ip is not None)
+_ALWAYS_DNS = tuple(name for name in LOCAL_HOSTNAMES if _ip_or_none(name) is None)
 
 
 class TlsError(Exception):
