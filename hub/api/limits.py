@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_BYTES", "RequestLimits", "h
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 30.0
 
-_CLOSE = {"connection": "close"}
+_CLOSE_HEADER = (b"connection", b"close")
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -117,12 +117,8 @@ class _BodyGuard:
 
 async def _send_error(send: Send, status: int, code: str, text: str) -> None:
     response = error_response(status, code, text)
-    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers + _close_header()})
+    await send({"type": "http.response.start", "status": status, "headers": [*response.raw_headers, _CLOSE_HEADER]})
     await send({"type": "http.response.body", "body": response.body})
-
-
-def _close_header() -> list[tuple[bytes, bytes]]:
-    return [(name.encode(), value.encode()) for name, value in _CLOSE.items()]
 
 
 class _HeaderDeadline(HttpToolsProtocol):
@@ -172,7 +168,7 @@ class _HeaderDeadline(HttpToolsProtocol):
         if self._bytes_while_waiting:  # a silent connection gets no answer, a slow request does
             text = f"the request headers did not arrive within {self.header_timeout:g} s"
             response = error_response(408, "RequestTimeout", text)
-            headers = [*response.raw_headers, *_close_header()]
+            headers = [*response.raw_headers, _CLOSE_HEADER]
             head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
             self.transport.write(STATUS_LINE[408] + head + b"\r\n" + response.body)
         self.transport.close()

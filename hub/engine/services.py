@@ -11,12 +11,12 @@ from hub.engine.jobresults import ResultWriter
 from hub.engine.jobrunner import JobRunner
 from hub.engine.jobruns import JobRunContext
 from hub.engine.jobs import JobService
-from hub.engine.methods import MethodService
+from hub.engine.methods import DEFAULT_MAX_CALLS_PER_DEVICE, MethodService
 from hub.engine.ports import DeviceLink, Store
 from hub.engine.presence import PresenceService
 from hub.engine.query import QueryService
 from hub.engine.registry import RegistryService
-from hub.engine.twins import TwinService
+from hub.engine.twins import MAX_TWIN_GETS_PER_DEVICE, TwinService
 
 __all__ = ["Services"]
 
@@ -51,8 +51,8 @@ class Services:
         max_active_jobs: int = 10,
         job_retention_days: int = 30,
         job_call_window: int = 1000,
-        max_method_calls_per_device: int = 64,
-        max_twin_gets_per_device: int = 32,
+        max_method_calls_per_device: int = DEFAULT_MAX_CALLS_PER_DEVICE,
+        max_twin_gets_per_device: int = MAX_TWIN_GETS_PER_DEVICE,
     ) -> Services:
         presence = PresenceService(store, clock, flush_interval=flush_interval)
         registry = RegistryService(store, clock, presence, link)
