@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Coroutine, Mapping
@@ -280,7 +281,8 @@ class SimulatedDevice:
         async for message in client.messages:
             work = protocol.dispatch(message.topic.value, _payload_bytes(message.payload))
             if work is not None:
-                tg.create_task(self._guard(work))
+                task = tg.create_task(self._guard(work))
+                task.add_done_callback(functools.partial(_close_unstarted, work))
 
     async def _guard(self, work: Coroutine[Any, Any, None]) -> None:
         # One bad message must not end the session: only a requested reconnect may.
@@ -308,3 +310,13 @@ class SimulatedDevice:
                 hook(self.device_id, up)
             except Exception:
                 logger.exception("%s: connection hook failed", self.device_id)
+
+
+def _close_unstarted(work: Coroutine[Any, Any, None], task: asyncio.Task[None]) -> None:
+    """Close a handler whose guard was cancelled before it ran (a drop ended the session).
+
+    Otherwise the coroutine is never awaited and Python warns about it at collection.
+    Closing a coroutine that already ran is a no-op.
+    """
+    if task.cancelled():
+        work.close()

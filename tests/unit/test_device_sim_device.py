@@ -192,3 +192,27 @@ def test_cli_offers_the_documented_options() -> None:
         "--failure-rate",
         "--duration",
     } <= offered
+
+
+async def test_a_handler_cancelled_before_it_starts_is_closed_not_leaked() -> None:
+    """A drop can cancel the session's task group before a just-dispatched handler runs."""
+    from device_sim.device import _close_unstarted
+
+    ran = False
+
+    async def handler() -> None:
+        nonlocal ran
+        ran = True
+
+    async def guard(work: object) -> None:
+        await work  # type: ignore[misc]
+
+    work = handler()
+    task = asyncio.get_running_loop().create_task(guard(work))
+    task.add_done_callback(lambda done: _close_unstarted(work, done))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)
+    assert not ran
+    assert work.cr_frame is None  # closed: no "coroutine was never awaited" at collection
