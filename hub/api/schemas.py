@@ -341,6 +341,11 @@ JOB_BODY_DOC = request_body_doc(
         "updateTwin": TWIN_BODY_DOC["requestBody"]["content"]["application/json"]["schema"],
         "startTime": {"type": "string", "format": "date-time"},
         "maxExecutionTimeInSeconds": {"type": "integer"},
+        # fleethub's rollout control (hub.domain.rollout documents every field).
+        "rollout": _OBJECT,
+        "abort": {"oneOf": [_OBJECT, {"type": "array"}]},
+        "retry": _OBJECT,
+        "continuous": {"type": "boolean"},
     },
     ["type"],
 )

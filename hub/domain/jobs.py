@@ -12,6 +12,7 @@ from enum import StrEnum
 from hub.domain.clock import parse_iso8601
 from hub.domain.json import JsonObject, JsonValue, is_integer
 from hub.domain.methods import MethodRequest
+from hub.domain.rollout import NO_CONTROLS, JobControls
 from hub.domain.twin import Section, isoformat, validate_section
 from hub.errors import BadRequestError
 
@@ -204,6 +205,7 @@ class JobRequest:
     max_execution_seconds: int
     method: MethodRequest | None = None
     twin_patch: JsonObject | None = None
+    controls: JobControls = NO_CONTROLS
 
     @classmethod
     def create(cls, job_id: object, body: Mapping[str, JsonValue], now: datetime) -> JobRequest:
@@ -254,6 +256,7 @@ class JobRequest:
             max_seconds,
             method,
             patch,
+            JobControls.create(body, method_job=job_type is JobType.DEVICE_METHOD),
         )
 
 
@@ -271,6 +274,7 @@ class DeviceJob:
     end_time: datetime | None = None
     outcome: JsonObject | None = None
     error: JsonObject | None = None
+    attempts: int | None = None  # method calls made, when the job retries (else None)
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -293,6 +297,8 @@ def device_job_document(job: DeviceJob) -> JsonObject:
         doc["outcome"] = job.outcome
     if job.error is not None:
         doc["error"] = job.error
+    if job.attempts is not None:
+        doc["attempts"] = job.attempts
     return doc
 
 
@@ -318,13 +324,15 @@ class Job:
     acquired_by: str | None = None
     acquired_until: datetime | None = None
     revision: int = 1
+    controls: JobControls = NO_CONTROLS
+    schedule_id: str | None = None  # the schedule whose run this job is
 
     @property
     def deadline(self) -> datetime:
         return self.start_time + timedelta(seconds=self.max_execution_seconds)
 
     @classmethod
-    def from_request(cls, request: JobRequest, now: datetime) -> Job:
+    def from_request(cls, request: JobRequest, now: datetime, *, schedule_id: str | None = None) -> Job:
         """A new job for ``request``: scheduled when it starts later, otherwise queued."""
         status = JobStatus.SCHEDULED if request.start_time > now else JobStatus.QUEUED
         return cls(
@@ -337,6 +345,8 @@ class Job:
             max_execution_seconds=request.max_execution_seconds,
             method=request.method,
             twin_patch=request.twin_patch,
+            controls=request.controls,
+            schedule_id=schedule_id,
         )
 
 

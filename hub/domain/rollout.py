@@ -47,6 +47,7 @@ __all__ = [
     "MAX_BACKOFF_SECONDS",
     "MAX_CONCURRENCY",
     "MAX_PER_MINUTE",
+    "NO_CONTROLS",
     "AbortConfig",
     "AbortCounts",
     "AbortCriterion",
@@ -592,3 +593,6 @@ class JobControls:
         if self.continuous:
             doc["continuous"] = True
         return doc
+
+
+NO_CONTROLS = JobControls()  # a plain job: no pacing, no abort, no retry, not continuous

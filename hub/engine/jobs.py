@@ -108,19 +108,27 @@ class JobService:
         self._clock = clock
         self.notify = notify
 
-    async def create(self, job_id: object, body: Mapping[str, JsonValue]) -> Job:
+    async def create(self, job_id: object, body: Mapping[str, JsonValue], *, schedule_id: str | None = None) -> Job:
         """Validate and store a new job: ``scheduled`` when its startTime is later, else ``queued``.
         BadRequestError (400) for any invalid field, including the queryCondition's syntax;
-        JobAlreadyExistsError (409) when the id is taken."""
+        JobAlreadyExistsError (409) when the id is taken. ``schedule_id``: the job is a run of
+        that schedule (hub.engine.scheduler)."""
         now = self._clock.now()
-        request = JobRequest.create(job_id, body, now)
-        parse_condition(request.query_condition)
-        job = Job.from_request(request, now)
+        request = self.validate(job_id, body, now)
+        job = Job.from_request(request, now, schedule_id=schedule_id)
         await self._store.add_job(job)
         await self._event(job, f"job created ({job.status})")
         if self.notify is not None:
             self.notify(job.job_id, cancelled=False)
         return job
+
+    @staticmethod
+    def validate(job_id: object, body: Mapping[str, JsonValue], now: datetime) -> JobRequest:
+        """The request ``create`` would store, or BadRequestError; schedules check their job
+        template with it when they are saved."""
+        request = JobRequest.create(job_id, body, now)
+        parse_condition(request.query_condition)
+        return request
 
     async def get(self, job_id: str) -> tuple[Job, DeviceJobStatistics]:
         job = await self._store.get_job(job_id)

@@ -11,6 +11,7 @@ from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventK
 from hub.domain.json import JsonObject
 from hub.domain.methods import MethodRequest
 from hub.domain.policies import AccessPolicy, Right
+from hub.domain.rollout import JobControls
 from hub.domain.twin import PropertySet, Twin
 
 __all__ = [
@@ -128,6 +129,7 @@ def device_job_values(job: DeviceJob) -> dict[str, Any]:
         "end_time": job.end_time,
         "outcome": job.outcome,
         "error": job.error,
+        "attempts": job.attempts,
     }
 
 
@@ -144,6 +146,7 @@ def device_job_from_row(row: RowMapping) -> DeviceJob:
         end_time=row["end_time"],
         outcome=None if outcome is None else _json_object(outcome),
         error=None if error is None else _json_object(error),
+        attempts=row["attempts"],
     )
 
 
@@ -183,14 +186,17 @@ def job_values(job: Job) -> dict[str, Any]:
         "acquired_by": job.acquired_by,
         "acquired_until": job.acquired_until,
         "revision": job.revision,
+        "controls": job.controls.document() or None,
+        "schedule_id": job.schedule_id,
     }
 
 
 def job_from_row(row: RowMapping) -> Job:
-    method, patch = row["method"], row["twin_patch"]
+    method, patch, controls = row["method"], row["twin_patch"], row["controls"]
+    job_type = JobType(row["job_type"])
     return Job(
         job_id=row["job_id"],
-        job_type=JobType(row["job_type"]),
+        job_type=job_type,
         status=JobStatus(row["status"]),
         query_condition=row["query_condition"],
         created_time=row["created_time"],
@@ -205,6 +211,12 @@ def job_from_row(row: RowMapping) -> Job:
         acquired_by=row["acquired_by"],
         acquired_until=row["acquired_until"],
         revision=row["revision"],
+        controls=(
+            JobControls()
+            if controls is None
+            else JobControls.create(_json_object(controls), method_job=job_type is JobType.DEVICE_METHOD)
+        ),
+        schedule_id=row["schedule_id"],
     )
 
 

@@ -153,6 +153,8 @@ _update_device_job = (
         end_time=sa.bindparam("b_end_time", type_=UtcDateTime()),
         outcome=sa.bindparam("b_outcome", type_=NULLABLE_JSON_TYPE),
         error=sa.bindparam("b_error", type_=NULLABLE_JSON_TYPE),
+        # An update without a count (a cancel, a timeout) keeps the attempts made.
+        attempts=sa.func.coalesce(sa.bindparam("b_attempts", type_=sa.Integer()), _device_jobs.c.attempts),
     )
 )
 
@@ -199,6 +201,7 @@ def _device_job_params(job: DeviceJob) -> dict[str, Any]:
         "b_end_time": job.end_time,
         "b_outcome": job.outcome,
         "b_error": job.error,
+        "b_attempts": job.attempts,
     }
 
 

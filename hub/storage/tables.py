@@ -18,6 +18,7 @@ __all__ = [
     "DeviceRow",
     "JobEventRow",
     "JobRow",
+    "ScheduleRow",
     "UtcDateTime",
     "access_policies_table",
     "device_jobs_table",
@@ -25,6 +26,7 @@ __all__ = [
     "job_events_table",
     "jobs_table",
     "metadata",
+    "schedules_table",
 ]
 
 # The twin query compiler targets SQLite json_extract and PostgreSQL jsonb operators.
@@ -129,6 +131,8 @@ class DeviceJobRow(SQLModel, table=True):
     end_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
     outcome: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
     error: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
+    # Method calls made to the device, counted when the job has a retry policy (else NULL).
+    attempts: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
 
 
 class JobRow(SQLModel, table=True):
@@ -138,6 +142,7 @@ class JobRow(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_jobs_status", "status"),
         sa.Index("ix_jobs_type_status", "job_type", "status"),
+        sa.Index("ix_jobs_schedule_created", "schedule_id", "created_time"),
     )
 
     job_id: str = Field(sa_column=sa.Column(_JOB_ID_TYPE, primary_key=True))
@@ -156,6 +161,9 @@ class JobRow(SQLModel, table=True):
     acquired_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
     acquired_until: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
     revision: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # rollout / abort / retry / continuous as the request gave them (JobControls.document()).
+    controls: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
+    schedule_id: str | None = Field(default=None, sa_column=sa.Column(_JOB_ID_TYPE, nullable=True))
 
 
 class JobEventRow(SQLModel, table=True):
@@ -171,6 +179,34 @@ class JobEventRow(SQLModel, table=True):
     device_id: str | None = Field(default=None, sa_column=sa.Column(_ID_TYPE, nullable=True))
     message: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     data: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=True))
+
+
+class ScheduleRow(SQLModel, table=True):
+    """A recurring job (hub.domain.schedules.Schedule); leased by the node whose scheduler
+    handles its due runs, like jobs."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (sa.Index("ix_schedules_state_next_run", "state", "next_run_time"),)
+
+    schedule_id: str = Field(sa_column=sa.Column(_JOB_ID_TYPE, primary_key=True))
+    job_template: dict[str, Any] = Field(sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=False))
+    recurrence: dict[str, Any] = Field(sa_column=sa.Column(NULLABLE_JSON_TYPE, nullable=False))
+    time_zone: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    enabled: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    state: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    overlap: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    created_time: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    updated_time: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    next_run_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    last_run_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    last_run_job_id: str | None = Field(default=None, sa_column=sa.Column(_JOB_ID_TYPE, nullable=True))
+    # A run that came due while the previous one was active, kept when overlap is "queue".
+    queued_run_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    run_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    fault_reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    acquired_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(128), nullable=True))
+    acquired_until: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    revision: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
 
 
 class AccessPolicyRow(SQLModel, table=True):
@@ -190,3 +226,4 @@ access_policies_table: sa.Table = AccessPolicyRow.__table__  # type: ignore[attr
 device_jobs_table: sa.Table = DeviceJobRow.__table__  # type: ignore[attr-defined]
 jobs_table: sa.Table = JobRow.__table__  # type: ignore[attr-defined]
 job_events_table: sa.Table = JobEventRow.__table__  # type: ignore[attr-defined]
+schedules_table: sa.Table = ScheduleRow.__table__  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ from hub.domain.jobs import (
     JobType,
 )
 from hub.domain.methods import MethodRequest
+from hub.domain.rollout import JobControls
 from hub.domain.twin import Twin, apply_desired_patch, apply_tags_patch
 from hub.engine.ports import JobStore, TwinJobBatch
 from hub.errors import ConcurrencyConflictError, JobAlreadyExistsError, JobNotFoundError
@@ -115,6 +116,25 @@ async def test_method_without_payload_round_trips(store: SqlStore) -> None:
     job = _method_job("job-1", method=MethodRequest("ping"))
     await store.add_job(job)
     assert await store.get_job("job-1") == job
+
+
+async def test_job_controls_schedule_and_attempts_round_trip(store: SqlStore) -> None:
+    body: dict[str, Any] = {
+        "rollout": {"maxPerMinute": 120, "maxConcurrency": 5},
+        "abort": [{"failureType": "all", "thresholdPercentage": 25.5, "minNumberOfExecutedDevices": 10}],
+        "retry": {"maxAttempts": 3, "backoffSeconds": 2, "retryOn": ["DeviceNotOnline", "failed"]},
+        "continuous": True,
+    }
+    job = _method_job("job-1", controls=JobControls.create(body, method_job=True), schedule_id="nightly")
+    await store.add_job(job)
+    assert await store.get_job("job-1") == job
+    await store.add_device_jobs([_device_job("job-1", "dev-1")])
+    tried = replace(_device_job("job-1", "dev-1", DeviceJobStatus.PENDING), attempts=2)
+    await store.update_device_jobs([tried])
+    # An update without a count (a cancel, the deadline) keeps the attempts made.
+    await store.update_device_jobs([_device_job("job-1", "dev-1", DeviceJobStatus.CANCELED)])
+    [record] = await store.list_device_jobs("job-1")
+    assert (record.status, record.attempts) == (DeviceJobStatus.CANCELED, 2)
 
 
 async def test_add_job_refuses_a_duplicate_id(store: SqlStore) -> None:
@@ -609,7 +629,7 @@ async def test_purge_removes_only_old_terminal_jobs_with_their_rows(store: SqlSt
 # -- schema ------------------------------------------------------------------------------
 
 
-async def test_migration_0003_matches_the_job_tables(store: SqlStore) -> None:
+async def test_migrations_match_the_job_and_schedule_tables(store: SqlStore) -> None:
     def differences(connection: Connection) -> list[Any]:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         diffs: list[Any] = compare_metadata(context, metadata)
@@ -617,4 +637,4 @@ async def test_migration_0003_matches_the_job_tables(store: SqlStore) -> None:
 
     async with store.engine.connect() as connection:
         diffs = await connection.run_sync(differences)
-    assert [diff for diff in diffs if "job" in repr(diff)] == []
+    assert [diff for diff in diffs if "job" in repr(diff) or "schedule" in repr(diff)] == []

@@ -59,6 +59,10 @@ def job_document(job: Job, statistics: DeviceJobStatistics) -> dict[str, Any]:
         }
     if job.twin_patch is not None:
         doc["updateTwin"] = job.twin_patch
+    # fleethub's extensions, present only when set so a plain job reads exactly as IoT Hub's.
+    doc.update(job.controls.document())
+    if job.schedule_id is not None:
+        doc["scheduleId"] = job.schedule_id
     return doc
 
 
