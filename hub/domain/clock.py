@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -31,6 +32,10 @@ class Clock(Protocol):
         """Seconds on a clock that never goes back, for deadlines."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` on this clock (pacing and back-off; a test clock may jump instead)."""
+        ...
+
 
 class SystemClock:
     def now(self) -> datetime:
@@ -38,3 +43,6 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

@@ -175,6 +175,8 @@ class JobRunner:
             await writer.flush()
             if end is RunEnd.FINISHED:
                 await self._finish(job_id)
+            elif end is RunEnd.ABORTED and run.abort_verdict is not None:
+                await self._finish(job_id, failure_reason=run.abort_verdict.failure_reason)
         except _JobEnded:
             await writer.flush()
         except ServiceUnavailableError:
@@ -201,7 +203,9 @@ class JobRunner:
             self._jobs.pop(job_id, None)
             self._wake.set()
 
-    async def _finish(self, job_id: str) -> None:
+    async def _finish(self, job_id: str, *, failure_reason: str | None = None) -> None:
+        """The job's run ended: ``completed``, or ``failed`` when an abort criterion tripped
+        (``failure_reason`` names it)."""
         stats = await self._ctx.store.count_device_jobs(job_id)
         message = (
             f"{stats.succeeded_count} succeeded, {stats.failed_count} failed, {stats.canceled_count} canceled "
@@ -209,13 +213,15 @@ class JobRunner:
         )
         job = await self._update(
             job_id,
-            status=JobStatus.COMPLETED,
+            status=JobStatus.COMPLETED if failure_reason is None else JobStatus.FAILED,
             end_time=self._ctx.clock.now(),
+            failure_reason=failure_reason,
             status_message=message,
             acquired_by=None,
             acquired_until=None,
         )
-        self._ctx.writer.event(self._status_event(job, f"job completed: {message}"))
+        outcome = f"job completed: {message}" if failure_reason is None else f"job failed: {failure_reason}"
+        self._ctx.writer.event(self._status_event(job, outcome))
 
     def _status_event(self, job: Job, message: str) -> JobEvent:
         return JobEvent(

@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from hub.domain.clock import Clock
 from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventKind
 from hub.domain.json import JsonObject
 from hub.domain.methods import MethodRequest
+from hub.domain.rollout import AbortCounts, AbortVerdict, RetryOn, decide_retry, evaluate_abort
 from hub.domain.twin import Twin, apply_twin_patch
 from hub.engine.jobresults import ResultWriter, device_result
 from hub.engine.methods import MethodService
 from hub.engine.ports import DeviceLink, Store
+from hub.engine.rolloutgate import TIMED_OUT_CODES, AbortTally, RolloutGate
 from hub.engine.twins import TwinService
 from hub.errors import (
     DeviceNotFoundError,
@@ -48,6 +51,7 @@ THROTTLED_RETRY_SECONDS = 0.5
 class RunEnd(Enum):
     FINISHED = "finished"  # every device is terminal (the deadline may have failed some)
     CANCELLED = "cancelled"  # the job was cancelled while running
+    ABORTED = "aborted"  # an abort criterion tripped (JobRun.abort_verdict says which)
     STOPPED = "stopped"  # the hub is stopping; the job resumes on the next start
 
 
@@ -60,6 +64,7 @@ class JobRunContext:
     methods: MethodService
     twins: TwinService
     call_window: int = 1000
+    continuous_interval: float = 2.0  # how often a continuous job looks for new matching devices
 
 
 def _error(code: str, description: str) -> JsonObject:
@@ -95,6 +100,7 @@ class JobRun:
         self.job = job
         self._ctx = ctx
         self._cancelled = asyncio.Event()
+        self.abort_verdict: AbortVerdict | None = None
 
     @property
     def job_id(self) -> str:
@@ -132,6 +138,16 @@ class JobRun:
             message = f"{len(device_ids)} devices {status}: {error['description']}"
             writer.event(JobEvent(self.job_id, now, JobEventKind.NOTE, message, data={"code": error["code"]}))
 
+    async def _records(self, status: DeviceJobStatus) -> AsyncIterator[list[DeviceJob]]:
+        after: str | None = None
+        while True:
+            page = await self._ctx.store.list_device_jobs(self.job_id, status=status, after=after, limit=_PAGE)
+            if page:
+                yield page
+            if len(page) < _PAGE:
+                return
+            after = page[-1].device_id
+
     async def run(self) -> RunEnd:
         raise NotImplementedError
 
@@ -140,7 +156,13 @@ class MethodJobRun(JobRun):
     """Connected devices are called at once through a window of ``call_window`` calls in
     flight; offline devices wait and are called when they connect. A device that drops
     before answering waits again. At the deadline every unfinished device fails with
-    JobTimedOut; on cancel the calls in flight finish and the rest are canceled."""
+    JobTimedOut; on cancel the calls in flight finish and the rest are canceled.
+
+    The job's controls (hub.domain.rollout) shape this: every start passes the rollout gate;
+    with a retry policy each call is an attempt, and the policy decides what happens after
+    one that did not succeed (a later attempt after the back-off, or the device fails with
+    that outcome); an abort criterion that trips ends the job like a cancel, as ``failed``;
+    a continuous job also takes devices that come to match its query, until its deadline."""
 
     def __init__(self, job: Job, ctx: JobRunContext) -> None:
         super().__init__(job, ctx)
@@ -153,47 +175,110 @@ class MethodJobRun(JobRun):
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._done = asyncio.Event()
         self._accepting = False
+        controls = job.controls
+        self._retry = controls.retry
+        self._attempts: dict[str, int] = {}  # calls made per device, kept with a retry policy
+        self._gate = RolloutGate(controls.rollout, ctx.clock)
+        self._tally = AbortTally(controls.abort)
+        self._timers: set[asyncio.Task[None]] = set()
 
     def device_connected(self, device_id: str) -> None:
         if self._accepting and device_id in self._waiting:
             self._waiting.discard(device_id)
             self._queue.put_nowait(device_id)
 
+    def _enqueue(self, device_id: str) -> None:
+        # No await between the check and the set: a connect is seen here or in device_connected.
+        (self._queue.put_nowait if self._ctx.link.is_connected(device_id) else self._waiting.add)(device_id)
+
     async def run(self) -> RunEnd:
-        link = self._ctx.link
+        await self._resume_counts()
         for device_id in await self._unfinished_ids():
             self._unfinished.add(device_id)
-            # No await between the check and the set: a connect is seen here or in device_connected.
-            (self._queue.put_nowait if link.is_connected(device_id) else self._waiting.add)(device_id)
+            self._enqueue(device_id)
         self._accepting = True
-        if not self._unfinished:
+        continuous = self.job.controls.continuous
+        if not self._unfinished and not continuous:
             return RunEnd.FINISHED
-        workers = [
-            asyncio.create_task(self._worker(), name=f"job-{self.job_id}-call")
-            for _ in range(min(self._ctx.call_window, len(self._unfinished)))
-        ]
+        window = self._ctx.call_window if continuous else min(self._ctx.call_window, len(self._unfinished))
+        workers = [asyncio.create_task(self._worker(), name=f"job-{self.job_id}-call") for _ in range(window)]
+        if continuous:
+            workers.append(asyncio.create_task(self._follow_query(), name=f"job-{self.job_id}-follow"))
         cancelled = asyncio.create_task(self._cancelled.wait())
         done = asyncio.create_task(self._done.wait())
         try:
+            # A continuous job runs to its deadline even when every device it has is done.
             await asyncio.wait(
-                {cancelled, done}, timeout=max(0.0, self._seconds_left()), return_when=asyncio.FIRST_COMPLETED
+                {cancelled} if continuous else {cancelled, done},
+                timeout=max(0.0, self._seconds_left()),
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             self._accepting = False
             cancelled.cancel()
             done.cancel()
         try:
-            if self._done.is_set():
-                return RunEnd.FINISHED
+            # A criterion that trips on the last device still fails the job: its threshold was crossed.
             if self._cancelled.is_set():
                 await self._finish_cancelled(workers)
-                return RunEnd.CANCELLED
+                return RunEnd.ABORTED if self.abort_verdict is not None else RunEnd.CANCELLED
+            if self._done.is_set() and not continuous:
+                return RunEnd.FINISHED
             await self._stop_workers(workers)
             self._end_devices(sorted(self._unfinished), DeviceJobStatus.FAILED, _timed_out(self.job))
             self._unfinished.clear()
             return RunEnd.FINISHED
         finally:
             await self._stop_workers(workers)
+
+    async def _resume_counts(self) -> None:
+        """After a restart, pick up the counts that pacing, abort and attempts build on."""
+        controls = self.job.controls
+        if controls.rollout is not None:
+            stats = await self._ctx.store.count_device_jobs(self.job_id)
+            self._gate.notified = stats.device_count - stats.pending_count
+            self._gate.succeeded = stats.succeeded_count
+        wanted: list[DeviceJobStatus] = []
+        if self._tally.enabled:
+            wanted += [DeviceJobStatus.COMPLETED, DeviceJobStatus.FAILED]
+        if self._retry is not None:
+            wanted += [DeviceJobStatus.PENDING, DeviceJobStatus.RUNNING]
+        for status in wanted:
+            async for records in self._records(status):
+                if status.is_terminal:
+                    self._tally.count_stored(records)
+                else:
+                    self._attempts.update((r.device_id, r.attempts) for r in records if r.attempts)
+
+    async def _follow_query(self) -> None:
+        """A continuous job: every ``continuous_interval`` seconds, devices that match the
+        query now and are not yet in the job join it."""
+        store, clock = self._ctx.store, self._ctx.clock
+        condition = parse_condition(self.job.query_condition)
+        known: set[str] = set()
+        while True:
+            await clock.sleep(self._ctx.continuous_interval)
+            after: str | None = None
+            while True:
+                ids = await store.query_device_ids(condition, after=after, limit=_PAGE)
+                fresh = [d for d in ids if d not in known]
+                if fresh:
+                    now = clock.now()
+                    existing = await store.add_device_jobs(
+                        [DeviceJob(self.job_id, d, self.job.job_type, DeviceJobStatus.PENDING, now, now) for d in fresh]
+                    )
+                    known.update(fresh)
+                    joined = [d for d in fresh if (self.job_id, d) not in existing]
+                    if joined and self._accepting:
+                        self._ctx.writer.event(
+                            JobEvent(self.job_id, now, JobEventKind.NOTE, f"{len(joined)} devices joined the job")
+                        )
+                        for device_id in joined:
+                            self._unfinished.add(device_id)
+                            self._enqueue(device_id)
+                if len(ids) < _PAGE:
+                    break
+                after = ids[-1]
 
     async def _finish_cancelled(self, workers: list[asyncio.Task[None]]) -> None:
         self._queue = asyncio.Queue()  # nothing queued is started
@@ -210,50 +295,124 @@ class MethodJobRun(JobRun):
             self._end_devices(sorted(self._unfinished), DeviceJobStatus.FAILED, _timed_out(self.job))
 
     async def _stop_workers(self, workers: list[asyncio.Task[None]]) -> None:
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        tasks = [*workers, *self._timers]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _worker(self) -> None:
         while True:
             device_id = await self._queue.get()
             if self._cancelled.is_set() or device_id not in self._unfinished:
                 continue
-            await self._call(device_id)
+            first = device_id not in self._attempts
+            await self._gate.admit(first_attempt=first)
+            if self._cancelled.is_set() or device_id not in self._unfinished:
+                self._gate.withdrawn(first_attempt=first)
+                continue
+            if not self._ctx.link.is_connected(device_id):
+                # Gone while it waited for the gate: not an attempt; it waits for its connection.
+                self._gate.withdrawn(first_attempt=first)
+                self._enqueue(device_id)
+                continue
+            succeeded = False
+            try:
+                succeeded = await self._call(device_id)
+            finally:
+                self._gate.finished(succeeded=succeeded)
 
-    def _finished(self, device_id: str) -> None:
+    def _finished(self, device_id: str, *, succeeded: bool, timed_out: bool = False) -> None:
         self._unfinished.discard(device_id)
+        verdict = self._tally.record(succeeded=succeeded, timed_out=timed_out)
+        if verdict is not None and self.abort_verdict is None:
+            self._abort(verdict)
         if not self._unfinished:
             self._done.set()
 
-    async def _call(self, device_id: str) -> None:
+    def _abort(self, verdict: AbortVerdict) -> None:
+        self.abort_verdict = verdict
+        now = self._ctx.clock.now()
+        self._ctx.writer.event(
+            JobEvent(self.job_id, now, JobEventKind.NOTE, f"{verdict.failure_reason}: pending devices are canceled")
+        )
+        self._cancelled.set()
+
+    def _attempt_result(self, device_id: str, status: DeviceJobStatus, now: datetime, **fields: Any) -> DeviceJob:
+        attempts = self._attempts.get(device_id) if self._retry is not None else None
+        return replace(device_result(self.job, device_id, status, now, **fields), attempts=attempts)
+
+    def _retry_later(self, device_id: str, outcome: str | int, error: JsonObject | None) -> bool:
+        """After an attempt that did not succeed: True when the retry policy tries again (the
+        device waits for its back-off, then for its connection); False when it does not."""
+        if self._retry is None or self._cancelled.is_set():
+            return False
+        attempt = self._attempts.get(device_id, 1)
+        decision = decide_retry(self._retry, attempt, outcome, seconds_left=self._seconds_left())
+        if not decision.retry:
+            return False
+        now = self._ctx.clock.now()
+        self._ctx.writer.put(self._attempt_result(device_id, DeviceJobStatus.PENDING, now, error=error))
+        timer = asyncio.create_task(self._after_backoff(device_id, decision.delay_seconds))
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+        return True
+
+    async def _after_backoff(self, device_id: str, delay: float) -> None:
+        await self._ctx.clock.sleep(delay)
+        if self._accepting and device_id in self._unfinished:
+            self._enqueue(device_id)
+
+    async def _call(self, device_id: str) -> bool:
+        """One attempt at one device; True when the device completed."""
         clock, writer, job = self._ctx.clock, self._ctx.writer, self.job
         started = clock.now()
         self._in_flight.add(device_id)
-        writer.put(device_result(job, device_id, DeviceJobStatus.RUNNING, started, start_time=started))
+        if self._retry is not None:
+            self._attempts[device_id] = self._attempts.get(device_id, 0) + 1
+        writer.put(self._attempt_result(device_id, DeviceJobStatus.RUNNING, started, start_time=started))
         try:
             result = await self._ctx.methods.invoke(device_id, self._request)
-        except (DeviceNotOnlineError, ServiceUnavailableError):
-            # Gone before it answered: it waits for its next connection like any offline device.
-            writer.put(device_result(job, device_id, DeviceJobStatus.PENDING, clock.now()))
+        except (DeviceNotOnlineError, ServiceUnavailableError) as exc:
             self._in_flight.discard(device_id)
-            self._waiting.add(device_id)
-            if self._ctx.link.is_connected(device_id):
-                self.device_connected(device_id)
-            return
+            error = _error(exc.code, exc.message)
+            if self._retry is not None and not self._retry_later(device_id, RetryOn.DEVICE_NOT_ONLINE.value, error):
+                writer.put(self._attempt_result(device_id, DeviceJobStatus.FAILED, clock.now(), error=error))
+                self._finished(device_id, succeeded=False)
+            elif self._retry is None:
+                # Gone before it answered: it waits for its next connection like any offline device.
+                writer.put(device_result(job, device_id, DeviceJobStatus.PENDING, clock.now()))
+                self._waiting.add(device_id)
+                if self._ctx.link.is_connected(device_id):
+                    self.device_connected(device_id)
+            return False
         except ThrottledError:
             # The device already has its fill of calls in flight (others' direct calls): this
-            # worker waits a moment and queues it again; the deadline still bounds it.
+            # worker waits a moment and queues it again; the deadline still bounds it. Not an
+            # attempt: nothing reached the device.
             self._in_flight.discard(device_id)
-            writer.put(device_result(job, device_id, DeviceJobStatus.PENDING, clock.now()))
-            await asyncio.sleep(THROTTLED_RETRY_SECONDS)
+            if self._retry is not None:
+                self._attempts[device_id] -= 1
+            writer.put(self._attempt_result(device_id, DeviceJobStatus.PENDING, clock.now()))
+            await clock.sleep(THROTTLED_RETRY_SECONDS)
             self._queue.put_nowait(device_id)
-            return
+            return False
         except (GatewayTimeoutError, DeviceNotFoundError, DeviceReplyError) as exc:
             self._in_flight.discard(device_id)
-            writer.device_failed(job, device_id, clock.now(), _error(exc.code, exc.message))
-            self._finished(device_id)
-            return
+            error = _error(exc.code, exc.message)
+            if not self._retry_later(device_id, exc.code, error):
+                writer.put(self._attempt_result(device_id, DeviceJobStatus.FAILED, clock.now(), error=error))
+                writer.event(
+                    JobEvent(
+                        job.job_id,
+                        clock.now(),
+                        JobEventKind.DEVICE_FAILED,
+                        exc.message,
+                        device_id=device_id,
+                        data=error,
+                    )
+                )
+                self._finished(device_id, succeeded=False, timed_out=exc.code in TIMED_OUT_CODES)
+            return False
         except BaseException:
             self._in_flight.discard(device_id)
             raise
@@ -262,15 +421,19 @@ class MethodJobRun(JobRun):
         outcome: JsonObject = {"deviceMethodResponse": {"status": result.status, "payload": result.payload}}
         if 200 <= result.status < 300:
             writer.put(
-                device_result(job, device_id, DeviceJobStatus.COMPLETED, now, start_time=started, outcome=outcome)
+                self._attempt_result(device_id, DeviceJobStatus.COMPLETED, now, start_time=started, outcome=outcome)
             )
-        else:
-            writer.put(device_result(job, device_id, DeviceJobStatus.FAILED, now, start_time=started, outcome=outcome))
-            description = f"the device answered {job.method.method_name if job.method else ''} with {result.status}"
-            writer.event(
-                JobEvent(job.job_id, now, JobEventKind.DEVICE_FAILED, description, device_id=device_id, data=outcome)
-            )
-        self._finished(device_id)
+            self._finished(device_id, succeeded=True)
+            return True
+        if self._retry_later(device_id, result.status, None):
+            return False
+        writer.put(self._attempt_result(device_id, DeviceJobStatus.FAILED, now, start_time=started, outcome=outcome))
+        description = f"the device answered {job.method.method_name if job.method else ''} with {result.status}"
+        writer.event(
+            JobEvent(job.job_id, now, JobEventKind.DEVICE_FAILED, description, device_id=device_id, data=outcome)
+        )
+        self._finished(device_id, succeeded=False)
+        return False
 
 
 class TwinJobRun(JobRun):
@@ -291,7 +454,16 @@ class TwinJobRun(JobRun):
         return lambda twin: apply_twin_patch(twin, self._tags, self._desired, now, validated=True)
 
     async def run(self) -> RunEnd:
-        store = self._ctx.store
+        store, controls = self._ctx.store, self.job.controls
+        rollout = controls.rollout
+        paced = rollout is not None and rollout.rate_per_minute(0, 0) is not None
+        batch_size = _TWIN_BATCH
+        if rollout is not None and rollout.max_concurrency is not None:
+            batch_size = min(batch_size, rollout.max_concurrency)
+        stats = await store.count_device_jobs(self.job_id)
+        gate = RolloutGate(
+            rollout, self._ctx.clock, notified=stats.device_count - stats.pending_count, succeeded=stats.succeeded_count
+        )
         while True:
             if self._cancelled.is_set():
                 self._end_devices(await self._unfinished_ids(), DeviceJobStatus.CANCELED, None)
@@ -299,10 +471,42 @@ class TwinJobRun(JobRun):
             if self._seconds_left() <= 0:
                 self._end_devices(await self._unfinished_ids(), DeviceJobStatus.FAILED, _timed_out(self.job))
                 return RunEnd.FINISHED
-            ids = await store.pending_device_ids(self.job_id, limit=_TWIN_BATCH, include_running=True)
+            ids = await store.pending_device_ids(self.job_id, limit=1 if paced else batch_size, include_running=True)
             if not ids:
-                return RunEnd.FINISHED
+                if not controls.continuous:
+                    return RunEnd.FINISHED
+                await self._wait_for_joiners()
+                continue
+            if paced:
+                await gate.admit(first_attempt=True)
             await self._apply(ids)
+            if paced:
+                gate.finished(succeeded=True)
+            if controls.abort is not None and await self._check_abort():
+                self._end_devices(await self._unfinished_ids(), DeviceJobStatus.CANCELED, None)
+                return RunEnd.ABORTED
+
+    async def _wait_for_joiners(self) -> None:
+        """A continuous twin job with every device done: wait a while, then look for devices
+        that came to match its query (they get pending records and the patch next)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, min(self._ctx.continuous_interval, self._seconds_left()))):
+                await self._cancelled.wait()
+        if not self._cancelled.is_set() and self._seconds_left() > 0:
+            await resolve_devices(self._ctx.store, self.job, self._ctx.clock.now())
+
+    async def _check_abort(self) -> bool:
+        await self._ctx.writer.flush()
+        stats = await self._ctx.store.count_device_jobs(self.job_id)
+        # A twin update fails only for a limit or a vanished device; none of that is a timeout.
+        counts = AbortCounts(stats.succeeded_count + stats.failed_count, stats.failed_count)
+        verdict = evaluate_abort(self.job.controls.abort, counts)
+        if verdict is None:
+            return False
+        self.abort_verdict = verdict
+        message = f"{verdict.failure_reason}: pending devices are canceled"
+        self._ctx.writer.event(JobEvent(self.job_id, self._ctx.clock.now(), JobEventKind.NOTE, message))
+        return True
 
     async def _apply(self, ids: list[str]) -> None:
         now = self._ctx.clock.now()
