@@ -145,6 +145,13 @@ def serve(
         int | None,
         typer.Option(help="Direct-method calls one job keeps in flight. [env: FLEETHUB_JOB_CALL_WINDOW]"),
     ] = None,
+    continuous_job_interval_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between a continuous job's looks for new matching devices. "
+            "[env: FLEETHUB_CONTINUOUS_JOB_INTERVAL_SECONDS]"
+        ),
+    ] = None,
     node_id: Annotated[
         str | None,
         typer.Option(
@@ -183,6 +190,19 @@ def serve(
             "[env: FLEETHUB_MAX_METHOD_CALLS_PER_DEVICE]"
         ),
     ] = None,
+    schedule_grace_seconds: Annotated[
+        int | None,
+        typer.Option(
+            help="How late a schedule's missed run may still start (one catch-up run at most); default 600. "
+            "[env: FLEETHUB_SCHEDULE_GRACE_SECONDS]"
+        ),
+    ] = None,
+    schedule_run_history: Annotated[
+        int | None,
+        typer.Option(
+            help="Runs GET /schedules/{id}/runs lists without ?top=; default 30. [env: FLEETHUB_SCHEDULE_RUN_HISTORY]"
+        ),
+    ] = None,
 ) -> None:
     """Run the hub: MQTT gateway for devices and the REST API for back ends.
 
@@ -204,12 +224,15 @@ def serve(
         max_active_jobs=max_active_jobs,
         job_retention_days=job_retention_days,
         job_call_window=job_call_window,
+        continuous_job_interval_seconds=continuous_job_interval_seconds,
         node_id=node_id,
         http_max_body_bytes=http_max_body_bytes,
         http_header_timeout_seconds=http_header_timeout_seconds,
         http_body_timeout_seconds=http_body_timeout_seconds,
         max_token_lifetime_seconds=max_token_lifetime_seconds,
         max_method_calls_per_device=max_method_calls_per_device,
+        schedule_grace_seconds=schedule_grace_seconds,
+        schedule_run_history=schedule_run_history,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_dependencies()

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(30, ge=1)
     job_call_window: int = Field(1000, ge=1)
     """How many direct-method calls one job keeps in flight at once."""
+    continuous_job_interval_seconds: float = Field(2.0, gt=0)
+    """How often a continuous job looks for devices that came to match its query."""
+    schedule_grace_seconds: int = Field(600, ge=0)
+    """How late a schedule's run may still start (after downtime): one catch-up run at most."""
+    schedule_run_history: int = Field(30, ge=1, le=1000)
+    """How many runs ``GET /schedules/{id}/runs`` lists when ``top`` is not given."""
     max_method_calls_per_device: int = Field(64, ge=1)
     """Direct-method calls in flight to one device; one more is refused with 429 ThrottlingException."""
     max_twin_gets_per_device: int = Field(32, ge=1)

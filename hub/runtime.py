@@ -137,8 +137,11 @@ class Hub:
             max_active_jobs=s.max_active_jobs,
             job_retention_days=s.job_retention_days,
             job_call_window=s.job_call_window,
+            continuous_job_interval=s.continuous_job_interval_seconds,
             max_method_calls_per_device=s.max_method_calls_per_device,
             max_twin_gets_per_device=s.max_twin_gets_per_device,
+            schedule_grace_seconds=s.schedule_grace_seconds,
+            schedule_run_history=s.schedule_run_history,
         )
         gateway.events = services.devices
         services.policies.update(await ensure_policies(store, s.owner_key))
@@ -147,6 +150,8 @@ class Hub:
         await self._stack.enter_async_context(services.twins.running())
         await self._stack.enter_async_context(gateway)
         await self._stack.enter_async_context(services.job_runner.running())
+        # After the job runner: the runs it creates are jobs that runner is told about.
+        await self._stack.enter_async_context(services.scheduler.running())
         self.services = services
 
         app = create_app(

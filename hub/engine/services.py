@@ -16,6 +16,8 @@ from hub.engine.ports import DeviceLink, Store
 from hub.engine.presence import PresenceService
 from hub.engine.query import QueryService
 from hub.engine.registry import RegistryService
+from hub.engine.scheduler import DEFAULT_GRACE_SECONDS, Scheduler
+from hub.engine.schedules import DEFAULT_RUN_HISTORY, ScheduleService
 from hub.engine.twins import MAX_TWIN_GETS_PER_DEVICE, TwinService
 
 __all__ = ["Services"]
@@ -34,6 +36,8 @@ class Services:
     query: QueryService
     jobs: JobService
     job_runner: JobRunner
+    schedules: ScheduleService
+    scheduler: Scheduler
     policies: dict[str, AccessPolicy] = field(default_factory=dict)
     ready: bool = False
 
@@ -51,8 +55,11 @@ class Services:
         max_active_jobs: int = 10,
         job_retention_days: int = 30,
         job_call_window: int = 1000,
+        continuous_job_interval: float = 2.0,
         max_method_calls_per_device: int = DEFAULT_MAX_CALLS_PER_DEVICE,
         max_twin_gets_per_device: int = MAX_TWIN_GETS_PER_DEVICE,
+        schedule_grace_seconds: int = DEFAULT_GRACE_SECONDS,
+        schedule_run_history: int = DEFAULT_RUN_HISTORY,
     ) -> Services:
         presence = PresenceService(store, clock, flush_interval=flush_interval)
         registry = RegistryService(store, clock, presence, link)
@@ -62,12 +69,25 @@ class Services:
         bus = DeviceBus(auth, presence, twins, methods)
         query = QueryService(store, presence)
         runner = JobRunner(
-            JobRunContext(store, clock, ResultWriter(store), link, methods, twins, call_window=job_call_window),
+            JobRunContext(
+                store,
+                clock,
+                ResultWriter(store),
+                link,
+                methods,
+                twins,
+                call_window=job_call_window,
+                continuous_interval=continuous_job_interval,
+            ),
             node_id=node_id,
             max_active_jobs=max_active_jobs,
             retention_days=job_retention_days,
         )
         bus.connect_listeners.append(runner.device_connected)
+        jobs = JobService(store, clock, runner.notify)
+        schedules = ScheduleService(store, clock, jobs, run_history=schedule_run_history)
+        scheduler = Scheduler(schedules, store, clock, node_id=node_id, grace_seconds=schedule_grace_seconds)
+        schedules.notify = scheduler.notify
         return cls(
             hostname=hostname,
             store=store,
@@ -78,6 +98,8 @@ class Services:
             methods=methods,
             devices=bus,
             query=query,
-            jobs=JobService(store, clock, runner.notify),
+            jobs=jobs,
             job_runner=runner,
+            schedules=schedules,
+            scheduler=scheduler,
         )

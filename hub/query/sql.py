@@ -174,6 +174,7 @@ DEVICE_JOBS_TABLE: Final = TableSchema(
         "end_time",
         "outcome",
         "error",
+        "attempts",
     ),
 )
 
