@@ -12,6 +12,7 @@
     |   +-- DeviceNotFoundError      DeviceNotFound
     |   +-- DeviceNotOnlineError     DeviceNotOnline
     |   +-- JobNotFoundError         JobNotFound
+    |   +-- ScheduleNotFoundError    ScheduleNotFound
     +-- ConflictError                (409)
     |   +-- DeviceAlreadyExistsError DeviceAlreadyExists
     |   +-- JobAlreadyExistsError    JobAlreadyExists
@@ -48,6 +49,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PreconditionFailedError",
     "QuerySyntaxError",
+    "ScheduleNotFoundError",
     "ServiceUnavailableError",
     "ThrottledError",
     "TwinLimitError",
@@ -114,6 +116,10 @@ class DeviceNotOnlineError(NotFoundError):
 
 class JobNotFoundError(NotFoundError):
     code = "JobNotFound"
+
+
+class ScheduleNotFoundError(NotFoundError):
+    code = "ScheduleNotFound"
 
 
 class ConflictError(HubError):

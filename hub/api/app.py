@@ -8,7 +8,7 @@ from hub import __version__
 from hub.api.auth import ServiceAuthenticator
 from hub.api.errors import install_error_handlers
 from hub.api.limits import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, RequestLimits
-from hub.api.routes import devices, health, jobs, query, twins
+from hub.api.routes import devices, health, jobs, query, schedules, twins
 from hub.engine.services import Services
 
 __all__ = ["create_app"]
@@ -35,4 +35,5 @@ def create_app(
     app.include_router(twins.router)
     app.include_router(query.router)
     app.include_router(jobs.router)
+    app.include_router(schedules.router)
     return app

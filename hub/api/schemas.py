@@ -19,6 +19,7 @@ __all__ = [
     "ERROR_RESPONSES",
     "JOB_BODY_DOC",
     "QUERY_BODY_DOC",
+    "SCHEDULE_BODY_DOC",
     "TWIN_BODY_DOC",
     "AuthenticationIn",
     "BulkDeviceIn",
@@ -33,6 +34,8 @@ __all__ = [
     "JobQueryResultOut",
     "MethodInvocationIn",
     "MethodResultOut",
+    "ScheduleOut",
+    "ScheduleRunOut",
     "TwinOut",
     "device_out",
     "paged_response",
@@ -348,4 +351,75 @@ JOB_BODY_DOC = request_body_doc(
         "continuous": {"type": "boolean"},
     },
     ["type"],
+)
+
+
+# -- Schedules ----------------------------------------------------------------------------------
+
+
+class ScheduleOut(BaseModel):
+    """A schedule (hub.domain.schedules): its definition and what the scheduler made of it."""
+
+    scheduleId: str
+    job: dict[str, Any] = Field(description="the job request each run creates, without jobId and startTime")
+    recurrence: dict[str, Any] = Field(description="{frequency, interval, schedule, ...} or {cron}; times UTC")
+    timeZone: str
+    enabled: bool
+    overlap: str = Field(description="skip or queue")
+    state: str = Field(description="enabled, disabled, completed or faulted")
+    nextRunTime: str | None
+    lastRunTime: str | None
+    lastRunJobId: str | None
+    lastRunStatus: str | None = Field(description="the last run's job status now; null if none or purged")
+    runCount: int
+    faultReason: str | None
+    createdTime: str
+    updatedTime: str
+
+
+class ScheduleRunOut(BaseModel):
+    """One run of a schedule; its log is ``GET /jobs/v2/{jobId}/events``."""
+
+    jobId: str
+    status: str
+    createdTime: str
+    startTime: str
+    endTime: str | None
+    failureReason: str | None
+    statusMessage: str | None
+    deviceJobStatistics: _JobStatistics
+
+
+_JOB_TEMPLATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        name: schema
+        for name, schema in JOB_BODY_DOC["requestBody"]["content"]["application/json"]["schema"]["properties"].items()
+        if name not in ("jobId", "startTime")
+    },
+    "required": ["type"],
+}
+SCHEDULE_BODY_DOC = request_body_doc(
+    {
+        "scheduleId": {"type": "string"},
+        "job": _JOB_TEMPLATE_SCHEMA,
+        "recurrence": {
+            "type": "object",
+            "description": "{frequency: second|minute|hour|day|week|month, interval, startTime, endTime, count, "
+            "schedule: {minutes, hours, weekDays, monthDays, monthlyOccurrences}} or {cron: 6 fields, seconds first}",
+            "properties": {
+                "frequency": {"type": "string", "enum": ["second", "minute", "hour", "day", "week", "month"]},
+                "interval": {"type": "integer"},
+                "cron": {"type": "string"},
+                "startTime": {"type": "string", "format": "date-time"},
+                "endTime": {"type": "string", "format": "date-time"},
+                "count": {"type": "integer"},
+                "schedule": _OBJECT,
+            },
+        },
+        "timeZone": {"type": "string", "description": "IANA time zone name; default UTC"},
+        "enabled": {"type": "boolean"},
+        "overlap": {"type": "string", "enum": ["skip", "queue"]},
+    },
+    ["job", "recurrence"],
 )

@@ -24,6 +24,7 @@ from hub.domain.devices import ConnectionState, Device
 from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus, Job, JobEvent, JobStatus, JobType
 from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
+from hub.domain.schedules import Schedule
 from hub.domain.twin import Twin
 from hub.query.ast import Expr, Query
 
@@ -36,6 +37,7 @@ __all__ = [
     "PresenceStore",
     "PresenceUpdate",
     "QueryStore",
+    "ScheduleStore",
     "Store",
     "TwinJobBatch",
     "TwinStore",
@@ -274,7 +276,57 @@ class JobStore(Protocol):
         ...
 
 
-class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, QueryStore, JobStore, Protocol):
+class ScheduleStore(Protocol):
+    """Schedules (hub.domain.schedules) and the jobs that are their runs. Each method is one
+    transaction.
+
+    Several nodes may share one database: a node handles a schedule's due runs only while it
+    holds the schedule's lease (``acquired_by`` / ``acquired_until``), taken with
+    ``acquire_due_schedules`` and released through ``update_schedule``."""
+
+    async def add_or_replace_schedule(self, schedule: Schedule, *, expected_revision: int | None) -> Schedule:
+        """With ``expected_revision`` None, insert a new schedule (ConcurrencyConflictError when
+        the id exists meanwhile); otherwise replace every field of the stored one when its
+        revision is ``expected_revision`` (ConcurrencyConflictError when it differs or the
+        schedule is gone). Returns it as stored, with revision 1 or ``expected_revision + 1``."""
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule; ScheduleNotFoundError when there is none."""
+        ...
+
+    async def list_schedules(self, *, after: str | None = None, limit: int = 100) -> list[Schedule]:
+        """Schedules in schedule_id order (by code point), starting after ``after``."""
+        ...
+
+    async def update_schedule(self, schedule: Schedule, *, expected_revision: int) -> Schedule:
+        """Write every mutable field when the stored revision is ``expected_revision``; the
+        stored and returned revision is ``expected_revision + 1``. ConcurrencyConflictError
+        when the revision differs, ScheduleNotFoundError when the schedule is gone."""
+        ...
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule (its run jobs stay); ScheduleNotFoundError when there is none."""
+        ...
+
+    async def acquire_due_schedules(
+        self, *, node_id: str, now: datetime, lease_seconds: float, limit: int
+    ) -> list[Schedule]:
+        """Lease up to ``limit`` schedules that have work: state ``enabled`` with
+        ``next_run_time`` at or before ``now``, or a ``queued_run_time`` set; and whose lease is
+        free, expired (at or before ``now``) or already this node's. They get
+        ``acquired_by = node_id``, ``acquired_until = now + lease_seconds`` and a new revision.
+        Concurrent callers never receive the same schedule (PostgreSQL: ``FOR UPDATE SKIP
+        LOCKED``). In next_run_time order."""
+        ...
+
+    async def list_schedule_runs(self, schedule_id: str, *, limit: int) -> list[Job]:
+        """The latest ``limit`` jobs whose schedule_id is ``schedule_id``, newest first
+        (created_time, then job_id, descending); jobs outlive their schedule."""
+        ...
+
+
+class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, QueryStore, JobStore, ScheduleStore, Protocol):
     async def ping(self) -> None:
         """Raise ServiceUnavailableError when the database cannot be reached."""
         ...

@@ -47,6 +47,7 @@ from hub.storage.mappers import (
 )
 from hub.storage.migrate import upgrade
 from hub.storage.query import SqlQueries
+from hub.storage.schedules import SqlScheduleStore
 from hub.storage.tables import (
     NULLABLE_JSON_TYPE,
     UtcDateTime,
@@ -242,7 +243,7 @@ def _first_by_key(items: Sequence[dict[str, Any]], key: str) -> list[dict[str, A
     return list(rows.values())
 
 
-class SqlStore:
+class SqlStore(SqlScheduleStore):
     """Implements hub.engine.ports.Store; build one with ``SqlStore.open(url)``."""
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:

@@ -55,6 +55,14 @@ RIGHTS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/jobs/v2/{job_id}/cancel"): _SERVICE_CONNECT,
     ("GET", "/jobs/v2/{job_id}/devices"): _SERVICE_CONNECT,
     ("GET", "/jobs/v2/{job_id}/events"): _SERVICE_CONNECT,
+    ("GET", "/schedules"): _SERVICE_CONNECT,
+    ("PUT", "/schedules/{schedule_id}"): _SERVICE_CONNECT,
+    ("GET", "/schedules/{schedule_id}"): _SERVICE_CONNECT,
+    ("DELETE", "/schedules/{schedule_id}"): _SERVICE_CONNECT,
+    ("POST", "/schedules/{schedule_id}/run"): _SERVICE_CONNECT,
+    ("POST", "/schedules/{schedule_id}/enable"): _SERVICE_CONNECT,
+    ("POST", "/schedules/{schedule_id}/disable"): _SERVICE_CONNECT,
+    ("GET", "/schedules/{schedule_id}/runs"): _SERVICE_CONNECT,
 }
 
 UNAUTHORIZED = "IotHubUnauthorizedAccess"
