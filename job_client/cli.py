@@ -1,24 +1,42 @@
-"""``fleethub-jobs``: the command line over the SDK: jobs (schedule, follow, results),
-devices, twins, direct methods and queries. ``--json`` on the job commands is for scripts."""
+"""``fleethub-jobs``: the command line over the SDK: jobs (schedule with rollout control,
+follow, results), schedules (recurring jobs and their runs), devices, twins, direct methods and
+queries. ``--json`` on the job and schedule commands is for scripts."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from job_client.cli_common import (
+    Abort,
+    Continuous,
+    JsonFlag,
+    MaxConcurrency,
+    MaxPerMinute,
+    Ramp,
+    Retry,
+    RetryBackoff,
+    RetryOnOption,
+    Target,
+    echo_json,
+    job_client_of,
+    job_control_members,
+    job_line,
+    parse_json,
+    parse_start_time,
+    rich_console,
+    show_job,
+)
+from job_client.cli_schedules import schedule_app
 from job_client.errors import FleetHubError
-from job_client.jobs import DEFAULT_MAX_EXECUTION_SECONDS, JobClient
+from job_client.jobs import DEFAULT_MAX_EXECUTION_SECONDS
 from job_client.models import Device, DeviceJobResult, Job, JobStatus, MethodParams, Twin
 from job_client.progress import JobProgress
 from job_client.registry import RegistryClient
@@ -35,30 +53,7 @@ devices_app = typer.Typer(help="Device identities.", no_args_is_help=True)
 twin_app = typer.Typer(help="Device twins.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
 app.add_typer(twin_app, name="twin")
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    connection_string: str | None
-    url: str | None
-    ca_cert: Path | None
-
-    def _required(self) -> str:
-        # Checked here, not by the option parser, so `COMMAND --help` works without one.
-        if not self.connection_string:
-            typer.echo(
-                "error: give the hub's service connection string with --connection-string / -c "
-                "or FLEETHUB_CONNECTION_STRING (python -m hub connection-string prints it)",
-                err=True,
-            )
-            raise typer.Exit(2)
-        return self.connection_string
-
-    def client(self) -> RegistryClient:
-        return RegistryClient.from_connection_string(self._required(), url=self.url, ca_cert=self.ca_cert)
-
-    def jobs(self) -> JobClient:
-        return JobClient.from_connection_string(self._required(), url=self.url, ca_cert=self.ca_cert)
+app.add_typer(schedule_app, name="schedule")
 
 
 @app.callback()
@@ -81,23 +76,12 @@ def _options(
         Path | None, typer.Option(envvar="FLEETHUB_CA_CERT", help="CA bundle that signed the hub's certificate.")
     ] = None,
 ) -> None:
-    ctx.obj = _Target(connection_string, url, ca_cert)
-
-
-def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{what} is not valid JSON: {exc}") from exc
+    ctx.obj = Target(connection_string, url, ca_cert)
 
 
 def _run(ctx: typer.Context, action: Callable[[RegistryClient], Any]) -> None:
     """Run ``action(client)``, print its result as JSON, and turn SDK errors into exit code 1."""
-    target: _Target = ctx.obj
+    target: Target = ctx.obj
     try:
         with target.client() as client:
             result = action(client)
@@ -105,7 +89,7 @@ def _run(ctx: typer.Context, action: Callable[[RegistryClient], Any]) -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     if result is not None:
-        _echo_json(result)
+        echo_json(result)
 
 
 def _device_json(device: Device) -> dict[str, Any]:
@@ -165,7 +149,7 @@ def twin_update(
     etag: Annotated[str | None, typer.Option(help="Update only at this etag.")] = None,
 ) -> None:
     """Merge-patch a twin's tags and desired properties."""
-    body = _parse_json(patch, "the patch")
+    body = parse_json(patch, "the patch")
     _run(ctx, lambda c: _twin_json(c.update_twin(device_id, body, etag)))
 
 
@@ -179,7 +163,7 @@ def invoke(
     connect_timeout: Annotated[int, typer.Option(min=0, max=300)] = 0,
 ) -> None:
     """Call a direct method on one device and print its status and payload."""
-    body = _parse_json(payload, "--payload")
+    body = parse_json(payload, "--payload")
 
     def call(client: RegistryClient) -> dict[str, Any]:
         result = client.invoke_method(device_id, method_name, body, response_timeout, connect_timeout)
@@ -201,51 +185,6 @@ def query(
 
 # -- jobs ---------------------------------------------------------------------------------
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-@contextmanager
-def _job_client(ctx: typer.Context) -> Iterator[JobClient]:
-    """A job client whose SDK errors become a message and exit code 1."""
-    target: _Target = ctx.obj
-    try:
-        with target.jobs() as client:
-            yield client
-    except FleetHubError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-
-
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
-
-
-def _job_line(job: Job) -> str:
-    stats = job.device_job_statistics
-    line = (
-        f"{job.job_id}  {job.type}  {job.status}  devices {stats.device_count}: "
-        f"succeeded {stats.succeeded_count}, failed {stats.failed_count}, "
-        f"pending {stats.pending_count}, running {stats.running_count}"
-    )
-    reason = job.failure_reason or job.status_message
-    return f"{line}  ({reason})" if reason else line
-
-
-def _show_job(job: Job, as_json: bool) -> None:
-    if as_json:
-        _echo_json(job.to_json())
-    else:
-        typer.echo(_job_line(job))
-
-
-def _parse_start_time(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise typer.BadParameter(f"--start-time {text!r} is not an ISO-8601 date and time") from exc
-
 
 @app.command("schedule-method")
 def schedule_method(
@@ -258,14 +197,33 @@ def schedule_method(
     max_execution_time: Annotated[int, typer.Option(min=1, help="Seconds.")] = DEFAULT_MAX_EXECUTION_SECONDS,
     response_timeout: Annotated[int, typer.Option(min=5, max=300)] = 30,
     connect_timeout: Annotated[int, typer.Option(min=0, max=300)] = 0,
+    max_per_minute: MaxPerMinute = None,
+    ramp: Ramp = None,
+    max_concurrency: MaxConcurrency = None,
+    abort: Abort = None,
+    retry: Retry = None,
+    retry_backoff: RetryBackoff = None,
+    retry_on: RetryOnOption = None,
+    continuous: Continuous = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a job that calls a direct method on every matching device."""
-    params = MethodParams(method, _parse_json(payload, "--payload"), response_timeout, connect_timeout)
-    start = _parse_start_time(start_time)
-    with _job_client(ctx) as client:
-        job = client.schedule_device_method(job_id, query_condition, params, start, max_execution_time)
-    _show_job(job, as_json)
+    params = MethodParams(method, parse_json(payload, "--payload"), response_timeout, connect_timeout)
+    start = parse_start_time(start_time)
+    options = job_control_members(
+        method_job=True,
+        max_per_minute=max_per_minute,
+        ramp=ramp,
+        max_concurrency=max_concurrency,
+        abort=abort,
+        retry=retry,
+        retry_backoff=retry_backoff,
+        retry_on=retry_on,
+        continuous=continuous,
+    )
+    with job_client_of(ctx) as client:
+        job = client.schedule_device_method(job_id, query_condition, params, start, max_execution_time, **options)
+    show_job(job, as_json)
 
 
 @app.command("schedule-twin-update")
@@ -280,41 +238,54 @@ def schedule_twin_update(
     tags: Annotated[str | None, typer.Option(help="Tags JSON.")] = None,
     start_time: Annotated[str | None, typer.Option(help="ISO-8601 start (default: now).")] = None,
     max_execution_time: Annotated[int, typer.Option(min=1, help="Seconds.")] = DEFAULT_MAX_EXECUTION_SECONDS,
+    max_per_minute: MaxPerMinute = None,
+    ramp: Ramp = None,
+    max_concurrency: MaxConcurrency = None,
+    abort: Abort = None,
+    continuous: Continuous = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Schedule a job that patches tags and desired properties of every matching twin."""
     body: dict[str, Any] = {}
     if patch is not None:
-        parsed = _parse_json(patch, "--patch")
+        parsed = parse_json(patch, "--patch")
         if not isinstance(parsed, dict):
             raise typer.BadParameter("--patch must be a JSON object")
         body.update(parsed)
     if tags is not None:
-        body["tags"] = _parse_json(tags, "--tags")
+        body["tags"] = parse_json(tags, "--tags")
     if desired is not None:
-        body["properties"] = {**body.get("properties", {}), "desired": _parse_json(desired, "--desired")}
+        body["properties"] = {**body.get("properties", {}), "desired": parse_json(desired, "--desired")}
     if not body:
         raise typer.BadParameter("give --patch, --desired or --tags")
-    start = _parse_start_time(start_time)
-    with _job_client(ctx) as client:
-        job = client.schedule_twin_update(job_id, query_condition, body, start, max_execution_time)
-    _show_job(job, as_json)
+    start = parse_start_time(start_time)
+    options = job_control_members(
+        method_job=False,
+        max_per_minute=max_per_minute,
+        ramp=ramp,
+        max_concurrency=max_concurrency,
+        abort=abort,
+        continuous=continuous,
+    )
+    with job_client_of(ctx) as client:
+        job = client.schedule_twin_update(job_id, query_condition, body, start, max_execution_time, **options)
+    show_job(job, as_json)
 
 
 @app.command("get")
 def get_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
     """Show a job and its device statistics."""
-    with _job_client(ctx) as client:
+    with job_client_of(ctx) as client:
         job = client.get_job(job_id)
-    _show_job(job, as_json)
+    show_job(job, as_json)
 
 
 @app.command("cancel")
 def cancel_job(ctx: typer.Context, job_id: str, as_json: JsonFlag = False) -> None:
     """Cancel a job (devices already running finish)."""
-    with _job_client(ctx) as client:
+    with job_client_of(ctx) as client:
         job = client.cancel_job(job_id)
-    _show_job(job, as_json)
+    show_job(job, as_json)
 
 
 @app.command("list")
@@ -327,10 +298,10 @@ def list_jobs(
     as_json: JsonFlag = False,
 ) -> None:
     """List jobs, optionally of one type and status."""
-    with _job_client(ctx) as client:
+    with job_client_of(ctx) as client:
         jobs = list(client.query_jobs(job_type, status))
     if as_json:
-        _echo_json([job.to_json() for job in jobs])
+        echo_json([job.to_json() for job in jobs])
         return
     table = Table("jobId", "type", "status", "devices", "succeeded", "failed", "created")
     for job in jobs:
@@ -345,7 +316,7 @@ def list_jobs(
             str(stats.failed_count),
             created,
         )
-    _console().print(table)
+    rich_console().print(table)
 
 
 def _outcome(result: DeviceJobResult) -> tuple[str, str]:
@@ -365,15 +336,19 @@ def results(
     as_json: JsonFlag = False,
 ) -> None:
     """Show every device's outcome in a job."""
-    with _job_client(ctx) as client:
+    with job_client_of(ctx) as client:
         items = list(client.list_device_results(job_id, status))
     if as_json:
-        _echo_json([item.raw for item in items])
+        echo_json([item.raw for item in items])
         return
-    table = Table("deviceId", "status", "result", "detail", title=f"job {job_id}: {len(items)} devices")
+    # Attempts are shown only for jobs that have them (a retry policy), so plain jobs look as before.
+    attempts = any(item.attempts is not None for item in items)
+    columns = ["deviceId", "status", "result", "detail"] + (["attempts"] if attempts else [])
+    table = Table(*columns, title=f"job {job_id}: {len(items)} devices")
     for item in items:
-        table.add_row(item.device_id, str(item.status), *_outcome(item))
-    _console().print(table)
+        extra = [str(item.attempts) if item.attempts is not None else ""] if attempts else []
+        table.add_row(item.device_id, str(item.status), *_outcome(item), *extra)
+    rich_console().print(table)
 
 
 def _watch_exit_code(job: Job, allow_failures: bool) -> int:
@@ -394,17 +369,20 @@ def watch(
 ) -> None:
     """Follow a job to its end with a progress bar; exit 1 when the job or any device failed."""
     started = time.monotonic()
-    with _job_client(ctx) as client:
+    with job_client_of(ctx) as client:
         if as_json:
             job = client.wait_for_job(job_id, interval)
         else:
-            with JobProgress(job_id, console=_console()) as view:
+            with JobProgress(job_id, console=rich_console()) as view:
                 job = client.wait_for_job(job_id, interval, view.update)
     if as_json:
-        _echo_json(job.to_json())
+        echo_json(job.to_json())
     else:
-        typer.echo(f"{_job_line(job)}  in {time.monotonic() - started:.1f} s")
+        typer.echo(f"{job_line(job)}  in {time.monotonic() - started:.1f} s")
     raise typer.Exit(_watch_exit_code(job, allow_failures))
+
+
+# -- schedules ----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:

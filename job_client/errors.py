@@ -11,6 +11,7 @@
     |   +-- DeviceNotFoundError      404 DeviceNotFound
     |   +-- DeviceNotOnlineError     404 DeviceNotOnline
     |   +-- JobNotFoundError         404 JobNotFound
+    |   +-- ScheduleNotFoundError    404 ScheduleNotFound
     +-- ConflictError                409
     |   +-- DeviceAlreadyExistsError 409 DeviceAlreadyExists
     |   +-- JobAlreadyExistsError    409 JobAlreadyExists
@@ -52,6 +53,7 @@ __all__ = [
     "JobNotFoundError",
     "NotFoundError",
     "PreconditionFailedError",
+    "ScheduleNotFoundError",
     "ServerError",
     "ServiceUnavailableError",
     "ThrottlingError",
@@ -129,6 +131,10 @@ class JobNotFoundError(NotFoundError):
     default_code = hub_errors.JobNotFoundError.code
 
 
+class ScheduleNotFoundError(NotFoundError):
+    default_code = hub_errors.ScheduleNotFoundError.code
+
+
 class ConflictError(FleetHubError):
     default_code = hub_errors.ConflictError.code
 
@@ -180,6 +186,7 @@ _BY_CODE: dict[str, type[FleetHubError]] = {
         DeviceAlreadyExistsError,
         JobAlreadyExistsError,
         JobNotFoundError,
+        ScheduleNotFoundError,
         PreconditionFailedError,
         ThrottlingError,
         DeviceReplyError,

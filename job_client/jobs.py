@@ -1,11 +1,12 @@
-"""Jobs (``/jobs/v2``): schedule method and twin update jobs over a query, follow them, read
-their per-device results. The async core and its blocking wrapper."""
+"""Jobs (``/jobs/v2``) and schedules (``/schedules``): schedule method and twin update jobs over
+a query, with rollout controls, follow them, read their per-device results; define recurring
+jobs and read their runs. The async core and its blocking wrapper."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -25,34 +26,62 @@ from job_client.models import (
     Page,
     format_timestamp,
 )
+from job_client.rollout import AbortCriterion, RetryPolicy, Rollout, option_json
+from job_client.schedules import JobTemplate, Recurrence, Schedule, ScheduleOverlap, ScheduleRun, method_json
 
-__all__ = ["DEFAULT_MAX_EXECUTION_SECONDS", "AsyncJobClient", "JobClient"]
+__all__ = ["DEFAULT_MAX_EXECUTION_SECONDS", "AbortOption", "AsyncJobClient", "JobClient", "schedule_body"]
 
 DEFAULT_MAX_EXECUTION_SECONDS = 3600
 
 ProgressCallback = Callable[[Job], None]
+# Criteria, one criterion, or the ``abort`` document as the hub takes it.
+AbortOption = Sequence[AbortCriterion] | AbortCriterion | Mapping[str, Any]
 
 
 def _job_path(job_id: str, *rest: str) -> str:
     return "/".join([f"/jobs/v2/{quote(job_id, safe='')}", *rest])
 
 
+def _schedule_path(schedule_id: str, *rest: str) -> str:
+    return "/".join([f"/schedules/{quote(schedule_id, safe='')}", *rest])
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise FleetHubError(f"expected a JSON object for {what}, got {type(value).__name__}", code="InvalidResponse")
+    return value
+
+
+def _schedule(value: Any) -> Schedule:
+    return Schedule.from_json(_object(value, "a schedule"))
+
+
+def schedule_body(
+    job: JobTemplate | Mapping[str, Any],
+    recurrence: Recurrence | Mapping[str, Any],
+    *,
+    time_zone: str | None = None,
+    enabled: bool = True,
+    overlap: ScheduleOverlap | str | None = None,
+) -> dict[str, Any]:
+    """The ``PUT /schedules/{id}`` body; ``time_zone`` and ``overlap`` left None take the hub's
+    defaults (UTC, skip)."""
+    body: dict[str, Any] = {
+        "job": job.to_json() if isinstance(job, JobTemplate) else dict(job),
+        "recurrence": recurrence.to_json() if isinstance(recurrence, Recurrence) else dict(recurrence),
+        "enabled": enabled,
+    }
+    if time_zone is not None:
+        body["timeZone"] = time_zone
+    if overlap is not None:
+        body["overlap"] = str(overlap)
+    return body
+
+
 def _job(value: Any) -> Job:
     if not isinstance(value, Mapping):
         raise FleetHubError(f"expected a JSON object for a job, got {type(value).__name__}", code="InvalidResponse")
     return Job.from_json(value)
-
-
-def _method_body(method_params: MethodParams | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(method_params, MethodParams):
-        return method_params.to_json()
-    body = dict(method_params)
-    if not isinstance(body.get("methodName"), str) or not body["methodName"]:
-        raise ValueError("method_params needs a methodName")
-    body.setdefault("payload", None)
-    body.setdefault("responseTimeoutInSeconds", 30)
-    body.setdefault("connectTimeoutInSeconds", 0)
-    return body
 
 
 def _quote_sql(text: str) -> str:
@@ -88,12 +117,14 @@ class AsyncJobClient(FromConnectionString):
         member: tuple[str, dict[str, Any]],
         start_time: datetime | None,
         max_execution_time_in_seconds: int,
+        options: dict[str, Any],
     ) -> Job:
         body: dict[str, Any] = {"jobId": job_id, "type": str(job_type), member[0]: member[1]}
         body["queryCondition"] = query_condition
         if start_time is not None:
             body["startTime"] = format_timestamp(start_time)
         body["maxExecutionTimeInSeconds"] = max_execution_time_in_seconds
+        body.update(options)
         return _job(await self._http.request_json("PUT", _job_path(job_id), json_body=body))
 
     async def schedule_device_method(
@@ -103,15 +134,25 @@ class AsyncJobClient(FromConnectionString):
         method_params: MethodParams | Mapping[str, Any],
         start_time: datetime | None = None,
         max_execution_time_in_seconds: int = DEFAULT_MAX_EXECUTION_SECONDS,
+        *,
+        rollout: Rollout | Mapping[str, Any] | None = None,
+        abort: AbortOption | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
+        continuous: bool = False,
     ) -> Job:
-        """Call a direct method on every device matching ``query_condition`` (a WHERE clause or ``*``)."""
+        """Call a direct method on every device matching ``query_condition`` (a WHERE clause or ``*``).
+
+        ``rollout`` paces the calls, ``abort`` criteria stop the job when too many fail, ``retry``
+        calls a device again after a failed attempt, and a ``continuous`` job also reaches
+        devices that come to match the query before its deadline."""
         return await self._create(
             job_id,
             JobType.DEVICE_METHOD,
             query_condition,
-            ("cloudToDeviceMethod", _method_body(method_params)),
+            ("cloudToDeviceMethod", method_json(method_params)),
             start_time,
             max_execution_time_in_seconds,
+            option_json(rollout=rollout, abort=abort, retry=retry, continuous=continuous),
         )
 
     async def schedule_twin_update(
@@ -121,8 +162,13 @@ class AsyncJobClient(FromConnectionString):
         patch: Mapping[str, Any],
         start_time: datetime | None = None,
         max_execution_time_in_seconds: int = DEFAULT_MAX_EXECUTION_SECONDS,
+        *,
+        rollout: Rollout | Mapping[str, Any] | None = None,
+        abort: AbortOption | None = None,
+        continuous: bool = False,
     ) -> Job:
-        """Merge-patch tags and desired properties of every matching twin (a forced update: etag ``*``)."""
+        """Merge-patch tags and desired properties of every matching twin (a forced update: etag ``*``);
+        ``rollout``, ``abort`` and ``continuous`` as for ``schedule_device_method`` (twin jobs do not retry)."""
         body = {**dict(patch), "etag": "*"}
         return await self._create(
             job_id,
@@ -131,6 +177,7 @@ class AsyncJobClient(FromConnectionString):
             ("updateTwin", body),
             start_time,
             max_execution_time_in_seconds,
+            option_json(rollout=rollout, abort=abort, continuous=continuous),
         )
 
     # -- reading -------------------------------------------------------------------------
@@ -215,6 +262,61 @@ class AsyncJobClient(FromConnectionString):
                 delay = min(delay, left)
             await asyncio.sleep(delay)
 
+    # -- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        job: JobTemplate | Mapping[str, Any],
+        recurrence: Recurrence | Mapping[str, Any],
+        *,
+        time_zone: str | None = None,
+        enabled: bool = True,
+        overlap: ScheduleOverlap | str | None = None,
+    ) -> Schedule:
+        """Create or replace a schedule: ``job`` runs at every time of ``recurrence``, read in
+        ``time_zone`` (IANA, default UTC); ``overlap`` says what a run due while the previous one
+        is still active does (skip, the default, or queue)."""
+        body = schedule_body(job, recurrence, time_zone=time_zone, enabled=enabled, overlap=overlap)
+        return await self.put_schedule(schedule_id, body)
+
+    async def put_schedule(self, schedule_id: str, body: Mapping[str, Any]) -> Schedule:
+        """Create or replace a schedule from a whole ``PUT /schedules/{id}`` body (e.g. read from a file)."""
+        return _schedule(await self._http.request_json("PUT", _schedule_path(schedule_id), json_body=dict(body)))
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        return _schedule(await self._http.request_json("GET", _schedule_path(schedule_id)))
+
+    async def list_schedules(self, page_size: int = 100) -> AsyncIterator[Schedule]:
+        """Every schedule across ``GET /schedules`` pages."""
+        async for item in self._items(self._http.pages("GET", "/schedules", page_size=page_size)):
+            yield _schedule(item)
+
+    async def run_schedule(self, schedule_id: str) -> Job:
+        """Run the schedule once now (also when it is disabled); the job that run created."""
+        return _job(await self._http.request_json("POST", _schedule_path(schedule_id, "run")))
+
+    async def enable_schedule(self, schedule_id: str) -> Schedule:
+        return _schedule(await self._http.request_json("POST", _schedule_path(schedule_id, "enable")))
+
+    async def disable_schedule(self, schedule_id: str) -> Schedule:
+        return _schedule(await self._http.request_json("POST", _schedule_path(schedule_id, "disable")))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule; the jobs its runs created stay."""
+        await self._http.request("DELETE", _schedule_path(schedule_id))
+
+    async def list_schedule_runs(self, schedule_id: str, top: int | None = None) -> list[ScheduleRun]:
+        """The schedule's latest runs, newest first (``top`` of them; the hub's default otherwise).
+        A run's log is its job's events: ``list_events(run.job_id)``."""
+        if top is not None and top < 1:
+            raise ValueError("top must be at least 1")
+        params: dict[str, str | int] = {} if top is None else {"top": top}
+        doc = await self._http.request_json("GET", _schedule_path(schedule_id, "runs"), params=params)
+        if not isinstance(doc, list):
+            raise FleetHubError("expected a JSON list of schedule runs", code="InvalidResponse")
+        return [ScheduleRun.from_json(_object(item, "a schedule run")) for item in doc]
+
     @staticmethod
     async def _items(pages: AsyncGenerator[Page, None]) -> AsyncIterator[Any]:
         try:
@@ -265,10 +367,23 @@ class JobClient(FromConnectionString):
         method_params: MethodParams | Mapping[str, Any],
         start_time: datetime | None = None,
         max_execution_time_in_seconds: int = DEFAULT_MAX_EXECUTION_SECONDS,
+        *,
+        rollout: Rollout | Mapping[str, Any] | None = None,
+        abort: AbortOption | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
+        continuous: bool = False,
     ) -> Job:
         return self._runner.run(
             self._async.schedule_device_method(
-                job_id, query_condition, method_params, start_time, max_execution_time_in_seconds
+                job_id,
+                query_condition,
+                method_params,
+                start_time,
+                max_execution_time_in_seconds,
+                rollout=rollout,
+                abort=abort,
+                retry=retry,
+                continuous=continuous,
             )
         )
 
@@ -279,9 +394,22 @@ class JobClient(FromConnectionString):
         patch: Mapping[str, Any],
         start_time: datetime | None = None,
         max_execution_time_in_seconds: int = DEFAULT_MAX_EXECUTION_SECONDS,
+        *,
+        rollout: Rollout | Mapping[str, Any] | None = None,
+        abort: AbortOption | None = None,
+        continuous: bool = False,
     ) -> Job:
         return self._runner.run(
-            self._async.schedule_twin_update(job_id, query_condition, patch, start_time, max_execution_time_in_seconds)
+            self._async.schedule_twin_update(
+                job_id,
+                query_condition,
+                patch,
+                start_time,
+                max_execution_time_in_seconds,
+                rollout=rollout,
+                abort=abort,
+                continuous=continuous,
+            )
         )
 
     def get_job(self, job_id: str) -> Job:
@@ -319,6 +447,46 @@ class JobClient(FromConnectionString):
         timeout: float | None = None,
     ) -> Job:
         return self._runner.run(self._async.wait_for_job(job_id, poll_interval, on_progress, timeout))
+
+    def create_schedule(
+        self,
+        schedule_id: str,
+        job: JobTemplate | Mapping[str, Any],
+        recurrence: Recurrence | Mapping[str, Any],
+        *,
+        time_zone: str | None = None,
+        enabled: bool = True,
+        overlap: ScheduleOverlap | str | None = None,
+    ) -> Schedule:
+        return self._runner.run(
+            self._async.create_schedule(
+                schedule_id, job, recurrence, time_zone=time_zone, enabled=enabled, overlap=overlap
+            )
+        )
+
+    def put_schedule(self, schedule_id: str, body: Mapping[str, Any]) -> Schedule:
+        return self._runner.run(self._async.put_schedule(schedule_id, body))
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return self._runner.run(self._async.get_schedule(schedule_id))
+
+    def list_schedules(self, page_size: int = 100) -> Iterator[Schedule]:
+        return self._runner.iterate(self._async.list_schedules(page_size))
+
+    def run_schedule(self, schedule_id: str) -> Job:
+        return self._runner.run(self._async.run_schedule(schedule_id))
+
+    def enable_schedule(self, schedule_id: str) -> Schedule:
+        return self._runner.run(self._async.enable_schedule(schedule_id))
+
+    def disable_schedule(self, schedule_id: str) -> Schedule:
+        return self._runner.run(self._async.disable_schedule(schedule_id))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._runner.run(self._async.delete_schedule(schedule_id))
+
+    def list_schedule_runs(self, schedule_id: str, top: int | None = None) -> list[ScheduleRun]:
+        return self._runner.run(self._async.list_schedule_runs(schedule_id, top))
 
     def close(self) -> None:
         self._runner.close(self._async.aclose())

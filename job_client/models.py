@@ -13,6 +13,7 @@ from typing import Any
 
 from hub.domain.devices import ConnectionState, DeviceStatus
 from hub.domain.jobs import DeviceJobStatus, JobStatus, JobType
+from job_client.rollout import AbortCriterion, RetryPolicy, Rollout
 
 __all__ = [
     "BulkError",
@@ -362,6 +363,14 @@ class JobStatistics:
         return self.succeeded_count + self.failed_count + self.canceled_count
 
 
+def _abort_criteria(value: object) -> tuple[AbortCriterion, ...]:
+    # The hub answers {"criteria": [...]}; the bare list is what a request may send.
+    items = value.get("criteria") if isinstance(value, Mapping) else value
+    if not isinstance(items, list):
+        return ()
+    return tuple(AbortCriterion.from_json(item) for item in items if isinstance(item, Mapping))
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A job as ``GET /jobs/v2/{id}`` returns it (IoT Hub's JobResponse)."""
@@ -379,11 +388,18 @@ class Job:
     failure_reason: str | None = None
     status_message: str | None = None
     device_job_statistics: JobStatistics = field(default_factory=JobStatistics)
+    # fleethub's extensions: rollout control, and the schedule that made the job.
+    rollout: Rollout | None = None
+    abort: tuple[AbortCriterion, ...] = ()
+    retry: RetryPolicy | None = None
+    continuous: bool = False
+    schedule_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Job:
         method, patch = doc.get("cloudToDeviceMethod"), doc.get("updateTwin")
+        rollout, retry = doc.get("rollout"), doc.get("retry")
         end = parse_timestamp(doc.get("endTime"))
         if end is not None and end.year >= 9999:
             end = None  # IoT Hub's "not ended yet" sentinel (9999-12-30)
@@ -401,6 +417,11 @@ class Job:
             failure_reason=_str(doc.get("failureReason")),
             status_message=_str(doc.get("statusMessage")),
             device_job_statistics=JobStatistics.from_json(_dict(doc.get("deviceJobStatistics"))),
+            rollout=Rollout.from_json(rollout) if isinstance(rollout, Mapping) else None,
+            abort=_abort_criteria(doc.get("abort")),
+            retry=RetryPolicy.from_json(retry) if isinstance(retry, Mapping) else None,
+            continuous=doc.get("continuous") is True,
+            schedule_id=_str(doc.get("scheduleId")),
             raw=dict(doc),
         )
 
@@ -439,6 +460,7 @@ class DeviceJobResult:
     last_updated_date_time_utc: datetime | None = None
     outcome: dict[str, Any] = field(default_factory=dict)
     error: JobError | None = None
+    attempts: int | None = None  # method calls made, when the job has a retry policy
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -457,6 +479,7 @@ class DeviceJobResult:
             error=JobError(_str(error.get("code")), _str(error.get("description")))
             if isinstance(error, Mapping)
             else None,
+            attempts=_int(doc.get("attempts")),
             raw=dict(doc),
         )
 

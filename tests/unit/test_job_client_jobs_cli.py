@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from job_client import cli
+from job_client import cli, cli_common
 from job_client.jobs import JobClient
 
 CONNECTION_STRING = "HostName=hub.test;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5"
@@ -44,12 +44,12 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Hub]:
     def install(*responses: httpx.Response | Handler) -> Hub:
         recorder = Hub(*responses)
 
-        def jobs(self: cli._Target) -> JobClient:
+        def jobs(self: cli_common.Target) -> JobClient:
             return JobClient.from_connection_string(
                 self.connection_string, url=self.url, transport=httpx.MockTransport(recorder)
             )
 
-        monkeypatch.setattr(cli._Target, "jobs", jobs)
+        monkeypatch.setattr(cli_common.Target, "jobs", jobs)
         return recorder
 
     return install
