@@ -31,7 +31,16 @@ from hub.engine.query import DEFAULT_PAGE_SIZE
 from hub.errors import BadRequestError, ConcurrencyConflictError
 from hub.query.parser import parse_condition
 
-__all__ = ["JobNotifier", "JobPage", "JobService", "parse_device_job_status", "parse_job_status", "parse_job_type"]
+__all__ = [
+    "JobNotifier",
+    "JobPage",
+    "JobService",
+    "decode_continuation",
+    "encode_continuation",
+    "parse_device_job_status",
+    "parse_job_status",
+    "parse_job_type",
+]
 
 _CANCEL_BATCH = 1000
 _CANCEL_ATTEMPTS = 20
@@ -72,12 +81,13 @@ def parse_device_job_status(value: str | None) -> DeviceJobStatus | None:
         ) from None
 
 
-def _encode_token(scope: str, after: str) -> str:
+def encode_continuation(scope: str, after: str) -> str:
+    """An opaque x-ms-continuation token for a key-ordered listing (``scope`` names the listing)."""
     raw = json.dumps({"v": 1, "s": scope, "after": after}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_token(scope: str, token: str | None) -> str | None:
+def decode_continuation(scope: str, token: str | None) -> str | None:
     """The key the previous page ended at; a token from another listing is refused."""
     if not token:
         return None
@@ -189,12 +199,12 @@ class JobService:
     ) -> JobPage[tuple[Job, DeviceJobStatistics]]:
         """Jobs in job id order, optionally of one type and status, a page at a time."""
         scope = f"jobs:{job_type or ''}:{job_status or ''}"
-        after = _decode_token(scope, continuation)
+        after = decode_continuation(scope, continuation)
         jobs = await self._store.list_jobs(job_type=job_type, status=job_status, after=after, limit=page_size + 1)
         more = len(jobs) > page_size
         jobs = jobs[:page_size]
         items = [(job, await self._store.count_device_jobs(job.job_id)) for job in jobs]
-        token = _encode_token(scope, jobs[-1].job_id) if more and jobs else None
+        token = encode_continuation(scope, jobs[-1].job_id) if more and jobs else None
         return JobPage(items, token)
 
     async def device_results(
@@ -208,11 +218,11 @@ class JobService:
         """One job's device parts in device id order; JobNotFoundError (404) for an unknown job."""
         await self._store.get_job(job_id)
         scope = f"devices:{job_id}:{status or ''}"
-        after = _decode_token(scope, continuation)
+        after = decode_continuation(scope, continuation)
         rows = await self._store.list_device_jobs(job_id, status=status, after=after, limit=page_size + 1)
         more = len(rows) > page_size
         rows = rows[:page_size]
-        token = _encode_token(scope, rows[-1].device_id) if more and rows else None
+        token = encode_continuation(scope, rows[-1].device_id) if more and rows else None
         return JobPage(rows, token)
 
     async def events(self, job_id: str) -> list[JobEvent]:

@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Protocol
 
 from hub.domain.clock import Clock
-from hub.domain.jobs import DeviceJobStatistics, Job, JobStatus
+from hub.domain.jobs import DeviceJobStatistics, Job, JobEvent, JobEventKind, JobStatus
 from hub.domain.json import JsonObject, JsonValue
 from hub.domain.schedules import Schedule, ScheduleRequest, run_job_id
 from hub.domain.twin import isoformat
-from hub.engine.jobs import JobPage, JobService, _decode_token, _encode_token
+from hub.engine.jobs import JobPage, JobService, decode_continuation, encode_continuation
 from hub.engine.ports import JobStore, ScheduleStore
 from hub.engine.query import DEFAULT_PAGE_SIZE
 from hub.errors import (
@@ -103,12 +103,12 @@ class ScheduleService:
         self, *, page_size: int = DEFAULT_PAGE_SIZE, continuation: str | None = None
     ) -> JobPage[ScheduleView]:
         """Schedules in schedule id order, a page at a time."""
-        after = _decode_token("schedules", continuation)
+        after = decode_continuation("schedules", continuation)
         schedules = await self._store.list_schedules(after=after, limit=page_size + 1)
         more = len(schedules) > page_size
         schedules = schedules[:page_size]
         items = [await self._view(schedule) for schedule in schedules]
-        token = _encode_token("schedules", schedules[-1].schedule_id) if more and schedules else None
+        token = encode_continuation("schedules", schedules[-1].schedule_id) if more and schedules else None
         return JobPage(items, token)
 
     async def delete(self, schedule_id: str) -> None:
@@ -133,7 +133,7 @@ class ScheduleService:
         schedule = await self._store.get_schedule(schedule_id)
         run_time = self._clock.now().replace(microsecond=0)
         try:
-            job = await self.create_run(schedule, run_time)
+            job = await self.create_run(schedule, run_time, requested=True)
         except JobAlreadyExistsError:
             raise JobAlreadyExistsError(
                 f"a run of this schedule started this second (job {run_job_id(schedule_id, run_time)!r}); "
@@ -154,14 +154,20 @@ class ScheduleService:
 
     # -- shared with the scheduler ------------------------------------------------------------
 
-    async def create_run(self, schedule: Schedule, run_time: datetime) -> Job:
-        """Create the job of the run at ``run_time``, starting now. JobAlreadyExistsError when
-        that run's job exists already; BadRequestError when the template no longer makes a job."""
+    async def create_run(self, schedule: Schedule, run_time: datetime, *, requested: bool = False) -> Job:
+        """Create the job of the run at ``run_time``, starting now (``requested``: by run now,
+        which its log says). JobAlreadyExistsError when that run's job exists already;
+        BadRequestError when the template no longer makes a job."""
         body: JsonObject = dict(schedule.job_template)
-        body["startTime"] = isoformat(self._clock.now())
+        now = self._clock.now()
+        body["startTime"] = isoformat(now)
         job_id = run_job_id(schedule.schedule_id, run_time)
         job = await self._jobs.create(job_id, body, schedule_id=schedule.schedule_id)
-        log.info("schedule %s: run at %s created job %s", schedule.schedule_id, isoformat(run_time), job_id)
+        why = "run now, by request" if requested else f"due at {isoformat(run_time)}"
+        message = f"run of schedule {schedule.schedule_id}: {why}"
+        data: JsonObject = {"scheduleId": schedule.schedule_id, "runTime": isoformat(run_time), "requested": requested}
+        await self._store.add_job_events([JobEvent(job_id, now, JobEventKind.NOTE, message, data=data)])
+        log.info("schedule %s: %s; job %s", schedule.schedule_id, why, job_id)
         return job
 
     async def change(self, schedule_id: str, edit: Callable[[Schedule], Schedule]) -> Schedule:

@@ -223,7 +223,7 @@ async def test_run_now_enable_disable_and_runs(api: httpx.AsyncClient) -> None:
     assert [item["jobId"] for item in top_one] == [items[0]["jobId"]]
     events = await api.get(f"/jobs/v2/{job['jobId']}/events")
     assert events.status_code == 200
-    assert events.json()
+    assert f"run of schedule {s}: run now, by request" in [e["message"] for e in events.json()]
 
     enabled = await api.post(f"/schedules/{s}/enable")
     assert enabled.status_code == 200

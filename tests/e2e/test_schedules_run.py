@@ -51,6 +51,8 @@ async def test_a_two_second_schedule_runs_method_jobs_on_every_device(
             assert (stats["deviceCount"], stats["succeededCount"], stats["failedCount"]) == (DEVICES, DEVICES, 0)
             job = (await api.get(f"/jobs/v2/{run['jobId']}")).json()
             assert job["scheduleId"] == schedule_id
+            log = [e["message"] for e in (await api.get(f"/jobs/v2/{run['jobId']}/events")).json()]
+            assert any(m.startswith(f"run of schedule {schedule_id}: due at ") for m in log)
         assert fleet.stats().totals.methods_handled >= 2 * DEVICES
 
         disabled = await api.post(f"/schedules/{schedule_id}/disable")

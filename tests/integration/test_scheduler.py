@@ -208,7 +208,7 @@ async def test_overlap_skip_writes_a_note_on_the_active_run(bench: Bench, caplog
     assert await bench.run_ids(s) == [first]
     message = f"run at 2026-01-05T08:01:00.0000000Z of schedule {s} skipped: the previous run is still active"
     notes = [e for e in await bench.jobs.events(first) if e.kind is JobEventKind.NOTE]
-    assert [e.message for e in notes] == [message]
+    assert [e.message for e in notes] == [f"run of schedule {s}: due at 2026-01-05T08:00:00.0000000Z", message]
     assert message in caplog.text
     stored = await bench.store.get_schedule(s)
     assert (stored.run_count, stored.queued_run_time, stored.next_run_time) == (1, None, START + timedelta(minutes=2))
