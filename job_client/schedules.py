@@ -340,11 +340,12 @@ class Recurrence:
         )
 
     def describe(self) -> str:
-        """A short human form, e.g. ``every 1 week at 02:00 on Mon,Fri`` or ``cron 0 */5 * * * *``."""
+        """A short human form, e.g. ``every week at 02:00 on Mon,Fri`` or ``cron 0 */5 * * * *``."""
         if self.cron is not None:
             text = f"cron {self.cron}"
         else:
-            text = f"every {self.interval} {self.frequency}"
+            unit = str(self.frequency)
+            text = f"every {unit}" if self.interval == 1 else f"every {self.interval} {unit}s"
             schedule = self.schedule
             if schedule.hours:
                 minutes = schedule.minutes or (0,)
@@ -361,7 +362,7 @@ class Recurrence:
                     for item in schedule.monthly_occurrences
                 )
         if self.count is not None:
-            text += f", {self.count} times"
+            text += ", once" if self.count == 1 else f", {self.count} times"
         if self.end_time is not None:
             end = self.end_time if isinstance(self.end_time, str) else format_timestamp(self.end_time)
             text += f", until {end}"

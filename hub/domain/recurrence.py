@@ -10,7 +10,8 @@ Two forms, as issue 7 gives them, each with the schedule's ``timeZone`` (IANA, d
   periods take ``minutes``; day periods ``hours`` and ``minutes``; week periods also
   ``weekDays`` (weeks start on Monday); month periods ``monthDays`` and
   ``monthlyOccurrences`` instead (the union of the two). Hours and minutes that are left
-  out come from ``startTime``, and so do the seconds, the weekday of a weekly schedule and
+  out come from ``startTime``, and so do the seconds (0 when ``minutes`` are given, so
+  ``hours: [2], minutes: [0]`` is 02:00:00), the weekday of a weekly schedule and
   the day of a monthly one. ``monthDays: [31]`` (or a month schedule that starts on the
   31st) runs only in months that have a 31st, as in Azure Scheduler; ``-1`` is the last
   day of every month (Feb 29 in leap years). ``occurrence`` is 1..5 from the start of the
@@ -538,9 +539,8 @@ def _hour_times(recurrence: IntervalRecurrence, zone: ZoneInfo, after: datetime)
     while True:
         hour = _wall(start + k * step, zone).replace(minute=0, second=0, microsecond=0)
         for minute in recurrence.schedule.minutes:
-            yield _instant(
-                hour.replace(minute=minute, second=local_start.second, microsecond=local_start.microsecond), zone
-            )
+            # A minute given in the schedule is exact: it starts at second 0.
+            yield _instant(hour.replace(minute=minute), zone)
         k += 1
 
 
@@ -549,7 +549,9 @@ def _calendar_times(recurrence: IntervalRecurrence, zone: ZoneInfo, after: datet
     schedule = recurrence.schedule
     hours = schedule.hours or (local_start.hour,)
     minutes = schedule.minutes or (local_start.minute,)
-    times = [time(h, m, local_start.second, local_start.microsecond) for h in hours for m in minutes]
+    # "at 02:00" means 02:00:00; only a time of day taken whole from startTime keeps its seconds.
+    second, micro = (0, 0) if schedule.minutes else (local_start.second, local_start.microsecond)
+    times = [time(h, m, second, micro) for h in hours for m in minutes]
     threshold = _last_wall_at_or_before(after, zone)
     k = max(0, _period_index(recurrence, local_start.date(), threshold.date()))
     for _ in range(_MAX_PERIODS):

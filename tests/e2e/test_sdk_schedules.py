@@ -281,9 +281,9 @@ async def test_schedule_commands_of_the_cli(hub: Hub, tmp_path: Path) -> None:
     assert (created["job"]["retry"]["backoffSeconds"], created["job"]["retry"]["backoffFactor"]) == (5, 2)
     assert [s["scheduleId"] for s in seen["list"]] == [schedule_id]
     assert schedule_id in seen["list_table"]
-    assert "every 1 minute" in seen["list_table"]
+    assert "every minute" in seen["list_table"]
     assert seen["get"]["scheduleId"] == schedule_id
-    assert "every 1 minute" in seen["get_table"]
+    assert "every minute" in seen["get_table"]
     assert seen["run"]["scheduleId"] == schedule_id
     run_id = seen["run"]["jobId"]
     assert run_id in [run["jobId"] for run in seen["runs"]]

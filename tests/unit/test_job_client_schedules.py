@@ -203,11 +203,11 @@ def test_recurrence_needs_exactly_one_form() -> None:
 
 def test_describe_reads_like_the_option_it_came_from() -> None:
     weekly = Recurrence.every(1, "week", hours=[2, 14], minutes=[0, 30], week_days=[WeekDay.MONDAY])
-    assert weekly.describe() == "every 1 week at 02:00,02:30,14:00,14:30 on Mon"
+    assert weekly.describe() == "every week at 02:00,02:30,14:00,14:30 on Mon"
     hourly = Recurrence.every(3, "hour", minutes=[15], end_time="2027-01-01T00:00:00Z")
-    assert hourly.describe() == "every 3 hour at minute 15, until 2027-01-01T00:00:00Z"
+    assert hourly.describe() == "every 3 hours at minute 15, until 2027-01-01T00:00:00Z"
     monthly = Recurrence.every(1, "month", month_days=[-1], monthly_occurrences=[MonthlyOccurrence("Friday", 1)])
-    assert monthly.describe() == "every 1 month on day -1 on Fri#1"
+    assert monthly.describe() == "every month on day -1 on Fri#1"
 
 
 def test_job_templates_are_job_requests_without_id_and_start() -> None:

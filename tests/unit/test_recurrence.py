@@ -801,3 +801,19 @@ def test_run_times_strictly_increase_and_nothing_is_skipped_across_dst(
 def _is_gap_end(moment: datetime, zone: ZoneInfo) -> bool:
     before = (moment - timedelta(microseconds=1)).astimezone(zone).utcoffset()
     return before != moment.astimezone(zone).utcoffset()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Minutes given: the time is exact, whatever second the schedule was created at.
+        ({"frequency": "day", "schedule": {"hours": [2], "minutes": [0]}}, datetime(2026, 5, 2, 2, 0, tzinfo=UTC)),
+        ({"frequency": "hour", "schedule": {"minutes": [45]}}, datetime(2026, 5, 1, 10, 45, tzinfo=UTC)),
+        # Only the hour given: minute and second come from the start, as in Azure Scheduler.
+        ({"frequency": "day", "schedule": {"hours": [2]}}, datetime(2026, 5, 2, 2, 15, 30, 250000, tzinfo=UTC)),
+    ],
+)
+def test_times_with_explicit_minutes_fall_on_second_zero(body: dict[str, Any], expected: datetime) -> None:
+    created = datetime(2026, 5, 1, 10, 15, 30, 250000, tzinfo=UTC)
+    recurrence = parse_recurrence(body, UTC_ZONE, created)
+    assert next_run_after(recurrence, UTC_ZONE, created) == expected
