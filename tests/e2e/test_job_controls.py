@@ -379,3 +379,73 @@ async def test_continuous_job_takes_devices_that_come_to_match(tmp_path: Path) -
             assert job["deviceJobStatistics"]["succeededCount"] == 3
             assert sorted(await device_results(api, "follow")) == sorted(devices)
             assert "1 devices joined the job" in await event_log(api, "follow", until="job completed")
+
+
+def _drop_on_first_call(calls: Counter[str], first_call: asyncio.Event) -> Behaviours:
+    async def hang_once(call: MethodCall) -> MethodReply:
+        calls[call.device.device_id] += 1
+        if calls[call.device.device_id] == 1:
+            first_call.set()
+            await asyncio.sleep(60)  # no answer: the test drops the connection meanwhile
+        return MethodReply(200, {"locked": True})
+
+    return Behaviours(handlers={"lockDoor": hang_once})
+
+
+@pytest.mark.parametrize(
+    ("retry_on", "status", "attempts"), [(["DeviceNotOnline"], "completed", 2), (["GatewayTimeout"], "failed", 1)]
+)
+async def test_a_device_that_drops_mid_call_is_retried_only_when_retry_on_says_so(
+    hub: Hub, api: httpx.AsyncClient, registry: AsyncRegistryClient, retry_on: list[str], status: str, attempts: int
+) -> None:
+    calls: Counter[str] = Counter()
+    first_call = asyncio.Event()
+    async with fleet_of(hub, registry, 1, "rt-drop-", _drop_on_first_call(calls, first_call)) as fleet:
+        retry = {"maxAttempts": 3, "backoffSeconds": 0, "retryOn": retry_on}
+        await put_job(api, "retry-drop", retry=retry)
+        async with asyncio.timeout(30):
+            await first_call.wait()
+        assert fleet["rt-drop-0000"].drop(reconnect_after=0.2)
+        job = await finished(api, "retry-drop")
+        [row] = (await device_results(api, "retry-drop")).values()
+        assert (row["status"], row["attempts"]) == (status, attempts)
+        if status == "failed":
+            assert row["error"]["code"] == "DeviceNotOnline"
+            assert job["deviceJobStatistics"]["failedCount"] == 1
+
+
+TWIN_PATCH = {"tags": {"building": "43"}, "properties": {"desired": {"floor": 3}}}
+
+
+async def test_twin_jobs_are_paced_per_device(
+    virtual_hub: Hub, clients: tuple[httpx.AsyncClient, AsyncRegistryClient]
+) -> None:
+    api, registry = clients
+    for index in range(4):
+        await registry.create_device(f"twin-paced-{index}")
+    body = {"type": "scheduleUpdateTwin", "updateTwin": TWIN_PATCH, "queryCondition": "*"}
+    response = await api.put("/jobs/v2/twin-paced", json={**body, "rollout": {"maxPerMinute": 60}})
+    assert response.status_code == 200, response.text
+    job = await finished(api, "twin-paced")
+    assert job["deviceJobStatistics"]["succeededCount"] == 4
+    assert start_gaps(await device_results(api, "twin-paced")) == [1.0, 1.0, 1.0]
+
+
+async def test_a_continuous_twin_job_patches_devices_created_after_it_started(tmp_path: Path) -> None:
+    settings = hub_settings(tmp_path / "data").model_copy(update={"continuous_job_interval_seconds": 0.1})
+    async with Hub(settings) as hub, api_client(hub) as api:
+        await api.put("/devices/early", json={"deviceId": "early"})
+        body = {"type": "scheduleUpdateTwin", "updateTwin": TWIN_PATCH, "queryCondition": "*"}
+        response = await api.put(
+            "/jobs/v2/twin-follow", json={**body, "continuous": True, "maxExecutionTimeInSeconds": 3}
+        )
+        assert response.status_code == 200, response.text
+        async with asyncio.timeout(30):
+            while (await api.get("/jobs/v2/twin-follow")).json()["deviceJobStatistics"]["succeededCount"] < 1:
+                await asyncio.sleep(0.05)
+        await api.put("/devices/late", json={"deviceId": "late"})
+        job = await finished(api, "twin-follow")
+        assert (job["status"], job["deviceJobStatistics"]["succeededCount"]) == ("completed", 2)
+        late = (await api.get("/twins/late")).json()
+        assert late["tags"] == {"building": "43"}
+        assert late["properties"]["desired"]["floor"] == 3
