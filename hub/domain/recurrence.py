@@ -534,7 +534,6 @@ def _hour_times(recurrence: IntervalRecurrence, zone: ZoneInfo, after: datetime)
     each period's local hour."""
     start = recurrence.start_time
     step = _ELAPSED_UNIT[recurrence.frequency] * recurrence.interval
-    local_start = _wall(start, zone)
     k = max(0, (after - start) // step - 1)
     while True:
         hour = _wall(start + k * step, zone).replace(minute=0, second=0, microsecond=0)
