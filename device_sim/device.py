@@ -21,7 +21,7 @@ from device_sim.protocol import DeviceProtocol, ReconnectRequested
 from hub.domain.json import JsonObject, JsonValue
 from hub.wire.topics import METHODS_SUBSCRIBE, TWIN_DESIRED_SUBSCRIBE, TWIN_RESPONSE_SUBSCRIBE
 
-__all__ = ["SimulatedDevice", "backoff_delay"]
+__all__ = ["MqttClient", "SimulatedDevice", "backoff_delay"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,26 @@ def _payload_bytes(payload: object) -> bytes:
 def _failed_subscriptions(topics: list[str], granted: object) -> list[str]:
     codes = list(granted) if isinstance(granted, list | tuple) else []
     return [topic for topic, code in zip(topics, codes, strict=False) if int(getattr(code, "value", code)) >= 0x80]
+
+
+class MqttClient(aiomqtt.Client):
+    """aiomqtt's client, leaving no "Future exception was never retrieved" behind.
+
+    When the broker drops the connection, aiomqtt 2.x sets its ``_disconnected`` future to an
+    "Unexpected disconnection" error, and ``__aexit__`` returns early on a done future without
+    retrieving it; asyncio then reports it when the future is collected (after every hub
+    restart, once per device that was not reading at that moment). The session's error has
+    already been raised to the reconnect loop by then, so it is retrieved here and dropped."""
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            disconnected = self._disconnected
+            if disconnected.done() and not disconnected.cancelled():
+                disconnected.exception()
 
 
 class SimulatedDevice:
@@ -225,9 +245,9 @@ class SimulatedDevice:
                     self._disconnected()
             await asyncio.sleep(delay)
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self) -> MqttClient:
         options = self._protocol.options
-        client = aiomqtt.Client(
+        client = MqttClient(
             self._endpoint.host,
             self._endpoint.port,
             identifier=self._identity.device_id,

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from device_sim import Behaviours, Fleet, MqttEndpoint
-from device_sim.behaviours import MethodProfile
+from device_sim.behaviours import MethodCall, MethodProfile, MethodReply
 from device_sim.options import DeviceOptions
 from job_client import AsyncRegistryClient
 from job_client.jobs import AsyncJobClient
 from job_client.models import Job, JobStatus, MethodParams
+from job_client.rollout import AbortCriterion, RetryPolicy, Rollout
 from tests.e2e.processes import HOST, START_TIMEOUT, Launcher, ServeProcess, connection_string, free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -178,3 +179,41 @@ async def test_sigkill_mid_twin_job_then_restart_finishes_it(
                 if d.desired.get("building") != "43"
             ]
             raise AssertionError(f"devices without the change: {behind}") from None
+
+
+async def test_sigkill_mid_paced_retrying_job_resumes_its_counts(launcher: Launcher, tmp_path: Path) -> None:
+    """Rollout pacing, retries and abort counting pick up from the stored records: every
+    device fails its first call and succeeds its second, the hub dies midway, and after the
+    restart the job completes, no device past its attempts (retried failures are not final,
+    so the abort criterion never trips)."""
+    calls: Counter[str] = Counter()
+
+    async def second_time_lucky(call: MethodCall) -> MethodReply:
+        calls[call.device.device_id] += 1
+        if calls[call.device.device_id] == 1:
+            return MethodReply(503, {"busy": True})
+        return MethodReply(200, {"locked": True})
+
+    devices = 60
+    env = {"FLEETHUB_NODE_ID": "node-a"}
+    behaviours = Behaviours(handlers={"lockDoor": second_time_lucky})
+    async with _hub_with_fleet(
+        launcher, tmp_path / "data", env, count=devices, prefix="durc-", behaviours=behaviours
+    ) as (hub, _, jobs, fleet):
+        await jobs.schedule_device_method(
+            "survive-paced",
+            "*",
+            MethodParams("lockDoor", {}, response_timeout_in_seconds=10),
+            max_execution_time_in_seconds=600,
+            rollout=Rollout(max_per_minute=900),
+            retry=RetryPolicy(3, backoff_seconds=0.2, retry_on=("failed",)),
+            abort=[AbortCriterion("failed", 50, 10)],
+        )
+        seen = await _kill_when(hub, jobs, "survive-paced", devices // 4)
+        assert seen.statistics.succeeded_count < devices, "the job finished before the kill"
+        done = await _restart_and_wait(launcher, hub, env, jobs, "survive-paced")
+        await _assert_all_succeeded_once(jobs, done, [d.device_id for d in fleet])
+        results = [r async for r in jobs.list_device_results("survive-paced", page_size=1000)]
+        # A failed first call whose record the kill lost is not counted: 1 or 2 attempts.
+        assert {r.attempts for r in results} <= {1, 2}
+        assert max(calls.values()) <= 3

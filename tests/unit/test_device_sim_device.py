@@ -7,11 +7,13 @@ loop and clean stopping. Talking to a real hub is covered by the end-to-end test
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import socket
 import ssl
 
+import aiomqtt
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -19,7 +21,7 @@ from typer.testing import CliRunner
 import device_sim
 from device_sim.cli import app
 from device_sim.connection import DeviceIdentity, MqttEndpoint, split_hostname
-from device_sim.device import SimulatedDevice, backoff_delay
+from device_sim.device import MqttClient, SimulatedDevice, backoff_delay
 from device_sim.fleet import Fleet, FleetOptions, fleet_device_ids
 from device_sim.options import DeviceOptions
 from hub.wire.sas import SasTokenError, parse_sas_token, signature_matches
@@ -216,3 +218,36 @@ async def test_a_handler_cancelled_before_it_starts_is_closed_not_leaked() -> No
     await asyncio.sleep(0)
     assert not ran
     assert work.cr_frame is None  # closed: no "coroutine was never awaited" at collection
+
+
+@pytest.mark.parametrize(("client_class", "reported"), [(aiomqtt.Client, True), (MqttClient, False)])
+async def test_a_connection_the_broker_dropped_leaves_no_unretrieved_error(
+    client_class: type[aiomqtt.Client], reported: bool
+) -> None:
+    """aiomqtt itself leaves "Future exception was never retrieved" behind; MqttClient does not."""
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)  # CONNECT
+        writer.write(b"\x20\x02\x00\x00")  # CONNACK, accepted
+        await writer.drain()
+        await reader.read(1024)  # the client's first publish: it is connected
+        writer.close()  # then the broker goes away
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    reports: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reports.append(str(context["message"])))
+    try:
+        async with server, client_class("127.0.0.1", port, identifier="dropped-device") as client:
+            await client.publish("devices/dropped-device/messages/events/", b"{}")
+            async with asyncio.timeout(5):
+                while not client._disconnected.done():
+                    await asyncio.sleep(0.01)
+        del client
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert ("Future exception was never retrieved" in reports) is reported
