@@ -148,8 +148,8 @@ def serve(
     continuous_job_interval_seconds: Annotated[
         float | None,
         typer.Option(
-            help="Seconds between a continuous job's looks for new matching devices. "
-            "[env: FLEETHUB_CONTINUOUS_JOB_INTERVAL_SECONDS]"
+            help="Longest wait between a continuous job's looks for new matching devices; changes "
+            "made through this hub are seen at once. [env: FLEETHUB_CONTINUOUS_JOB_INTERVAL_SECONDS]"
         ),
     ] = None,
     node_id: Annotated[

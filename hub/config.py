@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(30, ge=1)
     job_call_window: int = Field(1000, ge=1)
     """How many direct-method calls one job keeps in flight at once."""
-    continuous_job_interval_seconds: float = Field(2.0, gt=0)
-    """How often a continuous job looks for devices that came to match its query."""
+    continuous_job_interval_seconds: float = Field(10.0, gt=0)
+    """The longest a continuous job goes without looking for devices that came to match its
+    query; changes made through this hub make it look at once."""
     schedule_grace_seconds: int = Field(600, ge=0)
     """How late a schedule's run may still start (after downtime): one catch-up run at most."""
     schedule_run_history: int = Field(30, ge=1, le=1000)

@@ -72,6 +72,11 @@ class JobRunner:
         for run in self._runs.values():
             run.device_connected(device_id)
 
+    def fleet_changed(self) -> None:
+        """Devices were added or twins changed through this node: continuous jobs look at once."""
+        for run in self._runs.values():
+            run.fleet_changed()
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[JobRunner]:
         clock = self._ctx.clock

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 _PAGE = 1000
 _TWIN_BATCH = 500
 THROTTLED_RETRY_SECONDS = 0.5
+_MIN_LOOK_GAP = 0.2  # seconds between a continuous job's looks at its query, at the least
 
 
 class RunEnd(Enum):
@@ -64,7 +65,7 @@ class JobRunContext:
     methods: MethodService
     twins: TwinService
     call_window: int = 1000
-    continuous_interval: float = 2.0  # how often a continuous job looks for new matching devices
+    continuous_interval: float = 10.0  # a continuous job looks at least this often (and on changes)
 
 
 def _error(code: str, description: str) -> JsonObject:
@@ -101,6 +102,7 @@ class JobRun:
         self._ctx = ctx
         self._cancelled = asyncio.Event()
         self.abort_verdict: AbortVerdict | None = None
+        self._fleet_changed = asyncio.Event()
 
     @property
     def job_id(self) -> str:
@@ -112,6 +114,29 @@ class JobRun:
 
     def device_connected(self, device_id: str) -> None:
         """A device connected (method jobs call waiting devices then)."""
+
+    def fleet_changed(self) -> None:
+        """Devices were added or twins changed: a continuous job looks for new matches now."""
+        if self.job.controls.continuous:
+            self._fleet_changed.set()
+
+    async def _until_next_look(self) -> None:
+        """A continuous job's wait between looks at its query: until the fleet changes, or
+        ``continuous_interval`` (changes made through another node are seen then), or the
+        job is cancelled; at most one look per ``_MIN_LOOK_GAP`` however busy the fleet is."""
+        await asyncio.sleep(_MIN_LOOK_GAP)
+        wake = asyncio.ensure_future(self._fleet_changed.wait())
+        cancelled = asyncio.ensure_future(self._cancelled.wait())
+        try:
+            await asyncio.wait(
+                {wake, cancelled},
+                timeout=max(0.0, min(self._ctx.continuous_interval, self._seconds_left())),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            wake.cancel()
+            cancelled.cancel()
+        self._fleet_changed.clear()
 
     def _seconds_left(self) -> float:
         return (self.job.deadline - self._ctx.clock.now()).total_seconds()
@@ -257,7 +282,7 @@ class MethodJobRun(JobRun):
         condition = parse_condition(self.job.query_condition)
         known: set[str] = set()
         while True:
-            await clock.sleep(self._ctx.continuous_interval)
+            await self._until_next_look()
             after: str | None = None
             while True:
                 ids = await store.query_device_ids(condition, after=after, limit=_PAGE)
@@ -489,9 +514,7 @@ class TwinJobRun(JobRun):
     async def _wait_for_joiners(self) -> None:
         """A continuous twin job with every device done: wait a while, then look for devices
         that came to match its query (they get pending records and the patch next)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, min(self._ctx.continuous_interval, self._seconds_left()))):
-                await self._cancelled.wait()
+        await self._until_next_look()
         if not self._cancelled.is_set() and self._seconds_left() > 0:
             await resolve_devices(self._ctx.store, self.job, self._ctx.clock.now())
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -67,6 +67,12 @@ class RegistryService:
         self._clock = clock
         self._presence = presence
         self.link = link
+        # Called when devices were added: continuous jobs look for new matches at once.
+        self.change_listeners: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for listener in self.change_listeners:
+            listener()
 
     async def get_device(self, device_id: str) -> Device:
         return self._presence.overlay_device(await self._store.get_device(device_id))
@@ -82,7 +88,9 @@ class RegistryService:
         """IoT Hub's PUT: create when absent (no If-Match), otherwise update under If-Match."""
         validate_device_id(device_id)
         if if_match is None:
-            return await self._store.add_device(self._new(device_id, spec))
+            created = await self._store.add_device(self._new(device_id, spec))
+            self._changed()
+            return created
         return await self._update(device_id, spec, if_match)
 
     def _new(self, device_id: str, spec: DeviceSpec) -> Device:
@@ -167,4 +175,6 @@ class RegistryService:
             for device_id in deletes:
                 self._presence.forget(device_id)
                 await self._disconnect(device_id)
+        if creates:
+            self._changed()
         return BulkOutcome(errors)

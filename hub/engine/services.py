@@ -55,7 +55,7 @@ class Services:
         max_active_jobs: int = 10,
         job_retention_days: int = 30,
         job_call_window: int = 1000,
-        continuous_job_interval: float = 2.0,
+        continuous_job_interval: float = 10.0,
         max_method_calls_per_device: int = DEFAULT_MAX_CALLS_PER_DEVICE,
         max_twin_gets_per_device: int = MAX_TWIN_GETS_PER_DEVICE,
         schedule_grace_seconds: int = DEFAULT_GRACE_SECONDS,
@@ -84,6 +84,8 @@ class Services:
             retention_days=job_retention_days,
         )
         bus.connect_listeners.append(runner.device_connected)
+        registry.change_listeners.append(runner.fleet_changed)
+        twins.change_listeners.append(runner.fleet_changed)
         jobs = JobService(store, clock, runner.notify)
         schedules = ScheduleService(store, clock, jobs, run_history=schedule_run_history)
         scheduler = Scheduler(schedules, store, clock, node_id=node_id, grace_seconds=schedule_grace_seconds)

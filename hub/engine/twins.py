@@ -102,6 +102,12 @@ class TwinService:
         self._gets: asyncio.TaskGroup | None = None
         self._gets_in_flight: dict[str, int] = {}
         self._throttled: set[str] = set()
+        # Called when a twin changed (tags, desired, reported): continuous jobs re-check their query.
+        self.change_listeners: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for listener in self.change_listeners:
+            listener()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[TwinService]:
@@ -141,6 +147,7 @@ class TwinService:
         now = self._clock.now()
 
         twin = await self._write(device_id, if_match, lambda t: apply_twin_patch(t, tags, desired, now))
+        self._changed()
         if desired:
             await self.push_desired(device_id, desired, twin.desired.version)
         return twin
@@ -156,6 +163,7 @@ class TwinService:
             return replace_tags_and_desired(twin, tags, desired, now)
 
         twin = await self._write(device_id, if_match, change)
+        self._changed()
         # The device sees a replace as a patch: new values, and null for keys that went away.
         patch: JsonObject = {key: None for key in previous.get("desired", {}) if key not in desired}
         patch.update(desired)
@@ -229,8 +237,11 @@ class TwinService:
         then joins a group commit with other devices' patches (hub.engine.reported)."""
         patch = decode_json_object(payload, "reported properties patch")
         if self._reported.is_running:
-            return await self._reported.submit(device_id, patch)
-        return await self._patch_reported_alone(device_id, patch)
+            version = await self._reported.submit(device_id, patch)
+        else:
+            version = await self._patch_reported_alone(device_id, patch)
+        self._changed()
+        return version
 
     async def _patch_reported_alone(self, device_id: str, patch: JsonObject) -> int:
         now = self._clock.now()

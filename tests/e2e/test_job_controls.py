@@ -17,6 +17,7 @@ import pytest
 
 from device_sim import Behaviours
 from device_sim.behaviours import MethodCall, MethodProfile, MethodReply
+from hub.domain.devices import new_device
 from hub.runtime import Hub
 from job_client import AsyncRegistryClient
 from job_client.jobs import AsyncJobClient
@@ -357,7 +358,8 @@ async def test_gateway_timeouts_are_retried(hub: Hub, api: httpx.AsyncClient, re
 
 
 async def test_continuous_job_takes_devices_that_come_to_match(tmp_path: Path) -> None:
-    settings = hub_settings(tmp_path / "data").model_copy(update={"continuous_job_interval_seconds": 0.1})
+    # The interval is far beyond the deadline: only the twin change can make the job look again.
+    settings = hub_settings(tmp_path / "data").model_copy(update={"continuous_job_interval_seconds": 600})
     async with Hub(settings) as hub, api_client(hub) as api:
         assert hub.endpoints is not None
         registry = AsyncRegistryClient.from_connection_string(connection_string(hub), url=hub.endpoints.http_url)
@@ -432,7 +434,8 @@ async def test_twin_jobs_are_paced_per_device(
 
 
 async def test_a_continuous_twin_job_patches_devices_created_after_it_started(tmp_path: Path) -> None:
-    settings = hub_settings(tmp_path / "data").model_copy(update={"continuous_job_interval_seconds": 0.1})
+    # As above: the device's creation itself makes the job look.
+    settings = hub_settings(tmp_path / "data").model_copy(update={"continuous_job_interval_seconds": 600})
     async with Hub(settings) as hub, api_client(hub) as api:
         await api.put("/devices/early", json={"deviceId": "early"})
         body = {"type": "scheduleUpdateTwin", "updateTwin": TWIN_PATCH, "queryCondition": "*"}
@@ -449,3 +452,23 @@ async def test_a_continuous_twin_job_patches_devices_created_after_it_started(tm
         late = (await api.get("/twins/late")).json()
         assert late["tags"] == {"building": "43"}
         assert late["properties"]["desired"]["floor"] == 3
+
+
+async def test_a_continuous_job_finds_devices_another_hub_added_at_its_next_look(tmp_path: Path) -> None:
+    """A device written to the shared database by another node raises no event here: the job's
+    periodic look finds it."""
+    settings = hub_settings(tmp_path / "data").model_copy(update={"continuous_job_interval_seconds": 0.2})
+    async with Hub(settings) as hub, api_client(hub) as api:
+        assert hub.services is not None
+        body = {"type": "scheduleUpdateTwin", "updateTwin": TWIN_PATCH, "queryCondition": "*"}
+        response = await api.put(
+            "/jobs/v2/twin-poll", json={**body, "continuous": True, "maxExecutionTimeInSeconds": 3}
+        )
+        assert response.status_code == 200, response.text
+        async with asyncio.timeout(30):
+            while (await api.get("/jobs/v2/twin-poll")).json()["status"] != "running":
+                await asyncio.sleep(0.05)
+        await hub.services.store.add_device(new_device("elsewhere", datetime.now(UTC)))
+        job = await finished(api, "twin-poll")
+        assert (job["status"], job["deviceJobStatistics"]["succeededCount"]) == ("completed", 1)
+        assert (await api.get("/twins/elsewhere")).json()["tags"] == {"building": "43"}
