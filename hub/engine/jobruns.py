@@ -416,6 +416,7 @@ class MethodJobRun(JobRun):
             # attempt: nothing reached the device.
             self._in_flight.discard(device_id)
             if self._retry is not None:
+                # Kept at 0, not removed: the device was notified and spent its rate token once.
                 self._attempts[device_id] -= 1
             writer.put(self._attempt_result(device_id, DeviceJobStatus.PENDING, clock.now()))
             await clock.sleep(THROTTLED_RETRY_SECONDS)
