@@ -11,6 +11,7 @@ from datetime import datetime
 
 from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventKind
 from hub.domain.json import JsonObject
+from hub.engine.metrics import DEVICE_RESULTS
 from hub.engine.ports import JobStore
 from hub.errors import ServiceUnavailableError
 
@@ -69,6 +70,8 @@ class ResultWriter:
         return len(self._updates) + len(self._events)
 
     def put(self, update: DeviceJob) -> None:
+        if update.status.is_terminal:
+            DEVICE_RESULTS.labels(update.job_type.value, update.status.value).inc()
         self._updates[(update.job_id, update.device_id)] = update
         self._signal()
 

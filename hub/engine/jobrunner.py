@@ -19,6 +19,7 @@ from typing import Any
 
 from hub.domain.jobs import Job, JobEvent, JobEventKind, JobStatus, JobType, check_job_transition
 from hub.engine.jobruns import JobRun, JobRunContext, MethodJobRun, RunEnd, TwinJobRun, resolve_devices
+from hub.engine.metrics import JOBS_FINISHED
 from hub.errors import ConcurrencyConflictError, JobNotFoundError, ServiceUnavailableError
 
 __all__ = ["JobRunner"]
@@ -202,6 +203,7 @@ class JobRunner:
                     acquired_until=None,
                 )
                 writer.event(self._status_event(job, f"job failed: {exc}"))
+                JOBS_FINISHED.labels(job.job_type.value, job.status.value, "error").inc()
         finally:
             self._runs.pop(job_id, None)
             self._tasks.pop(job_id, None)
@@ -227,6 +229,7 @@ class JobRunner:
         )
         outcome = f"job completed: {message}" if failure_reason is None else f"job failed: {failure_reason}"
         self._ctx.writer.event(self._status_event(job, outcome))
+        JOBS_FINISHED.labels(job.job_type.value, job.status.value, "" if failure_reason is None else "abort").inc()
 
     def _status_event(self, job: Job, message: str) -> JobEvent:
         return JobEvent(

@@ -24,6 +24,7 @@ from hub.domain.rollout import AbortCounts, AbortVerdict, RetryOn, decide_retry,
 from hub.domain.twin import Twin, apply_twin_patch
 from hub.engine.jobresults import ResultWriter, device_result
 from hub.engine.methods import MethodService
+from hub.engine.metrics import DEVICE_RESULTS, RETRIES
 from hub.engine.ports import DeviceLink, Store
 from hub.engine.rolloutgate import TIMED_OUT_CODES, AbortTally, RolloutGate
 from hub.engine.twins import TwinService
@@ -375,6 +376,7 @@ class MethodJobRun(JobRun):
         decision = decide_retry(self._retry, attempt, outcome, seconds_left=self._seconds_left())
         if not decision.retry:
             return False
+        RETRIES.labels(str(outcome) if isinstance(outcome, str) else RetryOn.FAILED.value).inc()
         now = self._ctx.clock.now()
         self._ctx.writer.put(self._attempt_result(device_id, DeviceJobStatus.PENDING, now, error=error))
         timer = asyncio.create_task(self._after_backoff(device_id, decision.delay_seconds))
@@ -546,6 +548,8 @@ class TwinJobRun(JobRun):
                 await self._apply([device_id])
             return
         writer = self._ctx.writer
+        DEVICE_RESULTS.labels(self.job.job_type.value, DeviceJobStatus.COMPLETED.value).inc(len(batch.twins))
+        DEVICE_RESULTS.labels(self.job.job_type.value, DeviceJobStatus.FAILED.value).inc(len(batch.missing))
         for device_id in batch.missing:
             description = f"device {device_id!r} no longer exists"
             writer.event(JobEvent(self.job_id, now, JobEventKind.DEVICE_FAILED, description, device_id=device_id))

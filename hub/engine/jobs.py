@@ -26,6 +26,7 @@ from hub.domain.jobs import (
     check_job_transition,
 )
 from hub.domain.json import JsonValue
+from hub.engine.metrics import JOBS_FINISHED
 from hub.engine.ports import JobStore
 from hub.engine.query import DEFAULT_PAGE_SIZE
 from hub.errors import BadRequestError, ConcurrencyConflictError
@@ -170,6 +171,7 @@ class JobService:
                 self.notify(job_id, cancelled=True)
             await self._cancel_pending(job_id, job.job_type, now)
             await self._event(cancelled, f"job cancelled (was {job.status})")
+            JOBS_FINISHED.labels(job.job_type.value, JobStatus.CANCELLED.value, "request").inc()
             return cancelled
         raise ConcurrencyConflictError(f"job {job_id!r} is changing too fast to cancel; try again")
 

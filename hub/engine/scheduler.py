@@ -23,6 +23,7 @@ from hub.domain.jobs import JobEvent, JobEventKind
 from hub.domain.recurrence import due_runs
 from hub.domain.schedules import Overlap, Schedule, ScheduleState, run_job_id
 from hub.domain.twin import isoformat
+from hub.engine.metrics import SCHEDULE_RUNS
 from hub.engine.schedules import ScheduleService, ScheduleStores
 from hub.errors import (
     BadRequestError,
@@ -127,6 +128,7 @@ class Scheduler:
                 schedule.run_count,
             )
             if due.missed_time is not None:
+                SCHEDULE_RUNS.labels("missed").inc()
                 log.warning(
                     "schedule %s: run at %s missed by more than the %d s grace period; not run",
                     schedule_id,
@@ -138,6 +140,7 @@ class Scheduler:
         if active is not None and run_time is not None and active.job_id == run_job_id(schedule_id, run_time):
             active = None  # the run itself, created before a crash: not an overlap
         if run_time is not None and active is not None:
+            SCHEDULE_RUNS.labels("queued" if schedule.overlap is Overlap.QUEUE else "skipped").inc()
             if schedule.overlap is Overlap.QUEUE:
                 updated = replace(updated, queued_run_time=run_time)
                 log.info(
@@ -164,6 +167,7 @@ class Scheduler:
         if run_time is not None:
             try:
                 job_id = (await self._service.create_run(schedule, run_time)).job_id
+                SCHEDULE_RUNS.labels("created").inc()
             except JobAlreadyExistsError:
                 # This node (or another) created it and stopped before recording it.
                 job_id = run_job_id(schedule_id, run_time)
@@ -172,6 +176,7 @@ class Scheduler:
                 reason = f"the run at {isoformat(run_time)} could not be created: {exc.message}"
                 log.error("schedule %s faulted: %s", schedule_id, reason)
                 updated = updated.faulted(reason)
+                SCHEDULE_RUNS.labels("faulted").inc()
         if job_id is not None and run_time is not None:
             updated = updated.with_run(run_time, job_id)
         updated = replace(updated.advanced(now), acquired_by=None, acquired_until=None)

@@ -16,6 +16,7 @@ from hub.domain.json import JsonObject, JsonValue
 from hub.domain.schedules import Schedule, ScheduleRequest, run_job_id
 from hub.domain.twin import isoformat
 from hub.engine.jobs import JobPage, JobService, decode_continuation, encode_continuation
+from hub.engine.metrics import SCHEDULE_RUNS
 from hub.engine.ports import JobStore, ScheduleStore
 from hub.engine.query import DEFAULT_PAGE_SIZE
 from hub.errors import (
@@ -140,6 +141,7 @@ class ScheduleService:
                 "try again in a second"
             ) from None
         await self.change(schedule_id, lambda current: current.with_run(run_time, job.job_id))
+        SCHEDULE_RUNS.labels("requested").inc()
         return job
 
     async def runs(self, schedule_id: str, top: int | None = None) -> builtins.list[tuple[Job, DeviceJobStatistics]]:

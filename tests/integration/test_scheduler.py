@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from hub.domain.jobs import JobEventKind, JobStatus
 from hub.domain.schedules import ScheduleState
@@ -198,13 +199,20 @@ async def test_month_end_and_leap_day(bench: Bench) -> None:
     ]
 
 
+def _schedule_runs(outcome: str) -> float:
+    """The process-wide /metrics counter (hub.engine.metrics), compared before and after."""
+    return REGISTRY.get_sample_value("fleethub_schedule_runs_total", {"outcome": outcome}) or 0.0
+
+
 async def test_overlap_skip_writes_a_note_on_the_active_run(bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
     s = sid()
     await bench.put(s, {"frequency": "minute"})
+    created, skipped = _schedule_runs("created"), _schedule_runs("skipped")
     assert await bench.at(START) == 1
     first = f"{s}-20260105T080000Z"
     with caplog.at_level(logging.INFO, logger="hub.engine.scheduler"):
         assert await bench.at(START + timedelta(minutes=1)) == 0
+    assert (_schedule_runs("created") - created, _schedule_runs("skipped") - skipped) == (1, 1)
     assert await bench.run_ids(s) == [first]
     message = f"run at 2026-01-05T08:01:00.0000000Z of schedule {s} skipped: the previous run is still active"
     notes = [e for e in await bench.jobs.events(first) if e.kind is JobEventKind.NOTE]
