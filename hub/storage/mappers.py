@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import RowMapping
 
@@ -11,7 +12,9 @@ from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventK
 from hub.domain.json import JsonObject
 from hub.domain.methods import MethodRequest
 from hub.domain.policies import AccessPolicy, Right
+from hub.domain.recurrence import parse_recurrence, recurrence_document
 from hub.domain.rollout import JobControls
+from hub.domain.schedules import Overlap, Schedule, ScheduleState
 from hub.domain.twin import PropertySet, Twin
 
 __all__ = [
@@ -26,6 +29,8 @@ __all__ = [
     "new_device_values",
     "policy_from_row",
     "policy_values",
+    "schedule_from_row",
+    "schedule_values",
     "twin_from_row",
     "twin_values",
 ]
@@ -257,3 +262,52 @@ def policy_values(policy: AccessPolicy) -> dict[str, Any]:
         "secondary_key": policy.secondary_key,
         "rights": ",".join(sorted(right.value for right in policy.rights)),
     }
+
+
+def schedule_values(schedule: Schedule) -> dict[str, Any]:
+    return {
+        "schedule_id": schedule.schedule_id,
+        "job_template": schedule.job_template,
+        "recurrence": recurrence_document(schedule.recurrence),
+        "time_zone": schedule.time_zone.key,
+        "enabled": schedule.enabled,
+        "state": schedule.state.value,
+        "overlap": schedule.overlap.value,
+        "created_time": schedule.created_time,
+        "updated_time": schedule.updated_time,
+        "next_run_time": schedule.next_run_time,
+        "last_run_time": schedule.last_run_time,
+        "last_run_job_id": schedule.last_run_job_id,
+        "queued_run_time": schedule.queued_run_time,
+        "run_count": schedule.run_count,
+        "fault_reason": schedule.fault_reason,
+        "acquired_by": schedule.acquired_by,
+        "acquired_until": schedule.acquired_until,
+        "revision": schedule.revision,
+    }
+
+
+def schedule_from_row(row: RowMapping) -> Schedule:
+    zone = ZoneInfo(row["time_zone"])
+    # The stored document always carries startTime, so the "now" it would default to is unused.
+    recurrence = parse_recurrence(_json_object(row["recurrence"]), zone, row["created_time"])
+    return Schedule(
+        schedule_id=row["schedule_id"],
+        job_template=_json_object(row["job_template"]),
+        recurrence=recurrence,
+        time_zone=zone,
+        enabled=row["enabled"],
+        state=ScheduleState(row["state"]),
+        overlap=Overlap(row["overlap"]),
+        created_time=row["created_time"],
+        updated_time=row["updated_time"],
+        next_run_time=row["next_run_time"],
+        last_run_time=row["last_run_time"],
+        last_run_job_id=row["last_run_job_id"],
+        queued_run_time=row["queued_run_time"],
+        run_count=row["run_count"],
+        fault_reason=row["fault_reason"],
+        acquired_by=row["acquired_by"],
+        acquired_until=row["acquired_until"],
+        revision=row["revision"],
+    )

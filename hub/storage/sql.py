@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +47,7 @@ from hub.storage.mappers import (
 )
 from hub.storage.migrate import upgrade
 from hub.storage.query import SqlQueries
+from hub.storage.rows import lease_is_free, take_leases, update_versioned
 from hub.storage.schedules import SqlScheduleStore
 from hub.storage.tables import (
     NULLABLE_JSON_TYPE,
@@ -679,25 +680,16 @@ class SqlStore(SqlScheduleStore):
         return [job_from_row(row) for row in rows]
 
     async def update_job(self, job: Job, *, expected_revision: int) -> Job:
-        values = job_values(job)
-        del values["job_id"]
-        values["revision"] = expected_revision + 1
-        statement = (
-            sa.update(_jobs)
-            .where(_jobs.c.job_id == job.job_id, _jobs.c.revision == expected_revision)
-            .values(values)
-            .returning(*_jobs.c)
-        )
         async with self._begin() as connection:
-            row = (await connection.execute(statement)).mappings().first()
-            if row is None:
-                query = sa.select(_jobs.c.revision).where(_jobs.c.job_id == job.job_id)
-                actual = (await connection.execute(query)).scalar_one_or_none()
-                if actual is None:
-                    raise _job_not_found(job.job_id)
-                raise ConcurrencyConflictError(
-                    f"Job {job.job_id!r} changed meanwhile: revision {actual}, expected {expected_revision}"
-                )
+            row = await update_versioned(
+                connection,
+                _jobs,
+                "job_id",
+                job_values(job),
+                expected_revision,
+                what=f"Job {job.job_id!r}",
+                not_found=lambda: _job_not_found(job.job_id),
+            )
         return job_from_row(row)
 
     async def acquire_jobs(
@@ -715,31 +707,21 @@ class SqlStore(SqlScheduleStore):
         available = sa.and_(
             _jobs.c.status.in_([status.value for status in statuses]),
             _jobs.c.job_id.not_in(list(exclude)) if exclude else sa.true(),
-            sa.or_(
-                _jobs.c.acquired_until.is_(None),
-                _jobs.c.acquired_until <= now,
-                _jobs.c.acquired_by == node_id,
-            ),
-        )
-        candidates = (
-            sa.select(_jobs.c.job_id).where(available).order_by(_jobs.c.start_time, _jobs.c.job_id).limit(limit)
-        )
-        lease = sa.update(_jobs).values(
-            acquired_by=node_id,
-            acquired_until=now + timedelta(seconds=lease_seconds),
-            revision=_jobs.c.revision + 1,
+            lease_is_free(_jobs, node_id, now),
         )
         async with self._begin() as connection:
-            if self._dialect == "postgresql":
-                # Lock the candidates first and skip rows another node is taking: a LIMIT
-                # subquery inside the UPDATE may be run again and take more rows than asked.
-                locked = candidates.with_for_update(skip_locked=True)
-                job_ids = list((await connection.execute(locked)).scalars())
-                statement = lease.where(_jobs.c.job_id.in_(job_ids))
-            else:
-                # SQLite has one writer at a time: a single statement is atomic.
-                statement = lease.where(_jobs.c.job_id.in_(candidates.scalar_subquery()), available)
-            rows = (await connection.execute(statement.returning(*_jobs.c))).mappings().all()
+            rows = await take_leases(
+                connection,
+                self._dialect,
+                _jobs,
+                "job_id",
+                available,
+                [_jobs.c.start_time, _jobs.c.job_id],
+                limit=limit,
+                node_id=node_id,
+                now=now,
+                lease_seconds=lease_seconds,
+            )
         jobs = [job_from_row(row) for row in rows]
         return sorted(jobs, key=lambda job: (job.start_time, job.job_id))
 
