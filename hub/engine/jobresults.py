@@ -31,8 +31,10 @@ def device_result(
     start_time: datetime | None = None,
     outcome: JsonObject | None = None,
     error: JsonObject | None = None,
+    attempts: int | None = None,
 ) -> DeviceJob:
-    """A device record update; terminal statuses get ``end_time = now``."""
+    """A device record update; terminal statuses get ``end_time = now``; ``attempts`` None
+    leaves the stored count as it is."""
     return DeviceJob(
         job.job_id,
         device_id,
@@ -44,6 +46,7 @@ def device_result(
         end_time=now if status.is_terminal else None,
         outcome=outcome,
         error=error,
+        attempts=attempts,
     )
 
 
@@ -79,9 +82,11 @@ class ResultWriter:
         self._events.append(event)
         self._signal()
 
-    def device_failed(self, job: Job, device_id: str, now: datetime, error: JsonObject) -> None:
+    def device_failed(
+        self, job: Job, device_id: str, now: datetime, error: JsonObject, *, attempts: int | None = None
+    ) -> None:
         """A failed device's record and its entry in the job's log."""
-        self.put(device_result(job, device_id, DeviceJobStatus.FAILED, now, error=error))
+        self.put(device_result(job, device_id, DeviceJobStatus.FAILED, now, error=error, attempts=attempts))
         description = str(error.get("description") or error.get("code"))
         self.event(JobEvent(job.job_id, now, JobEventKind.DEVICE_FAILED, description, device_id=device_id, data=error))
 

@@ -20,7 +20,7 @@ from hub.domain.clock import Clock
 from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventKind
 from hub.domain.json import JsonObject
 from hub.domain.methods import MethodRequest
-from hub.domain.rollout import AbortCounts, AbortVerdict, RetryOn, decide_retry, evaluate_abort
+from hub.domain.rollout import AbortCounts, AbortVerdict, RetryOn, decide_retry, evaluate_abort, retry_kind
 from hub.domain.twin import Twin, apply_twin_patch
 from hub.engine.jobresults import ResultWriter, device_result
 from hub.engine.methods import MethodService
@@ -77,21 +77,32 @@ def _timed_out(job: Job) -> JsonObject:
     return _error("JobTimedOut", f"the job's maximum execution time ({job.max_execution_seconds} s) ran out")
 
 
-async def resolve_devices(store: Store, job: Job, now: datetime) -> int:
-    """Add a pending record for every device the job's condition selects, a page at a time.
-    Records that exist already are kept, so resolving again after a crash is harmless.
-    Returns how many devices the job has."""
+async def add_matching_devices(store: Store, job: Job, now: datetime, *, known: set[str] | None = None) -> list[str]:
+    """Add a pending record for every device the job's condition selects, a page at a time;
+    return the ids that were not in the job yet. Records that exist already are kept, so
+    resolving again after a crash is harmless. ``known``: ids already in the job, skipped
+    without a write, and the ids seen here are added to it (a continuous job's later looks)."""
     condition = parse_condition(job.query_condition)
+    added: list[str] = []
     after: str | None = None
     while True:
         ids = await store.query_device_ids(condition, after=after, limit=_PAGE)
-        if ids:
-            await store.add_device_jobs(
-                [DeviceJob(job.job_id, d, job.job_type, DeviceJobStatus.PENDING, now, now) for d in ids]
+        fresh = ids if known is None else [d for d in ids if d not in known]
+        if fresh:
+            existing = await store.add_device_jobs(
+                [DeviceJob(job.job_id, d, job.job_type, DeviceJobStatus.PENDING, now, now) for d in fresh]
             )
+            added.extend(d for d in fresh if (job.job_id, d) not in existing)
+            if known is not None:
+                known.update(fresh)
         if len(ids) < _PAGE:
-            break
+            return added
         after = ids[-1]
+
+
+async def resolve_devices(store: Store, job: Job, now: datetime) -> int:
+    """Add the job's device set (``add_matching_devices``); return how many devices the job has."""
+    await add_matching_devices(store, job, now)
     return (await store.count_device_jobs(job.job_id)).device_count
 
 
@@ -163,6 +174,12 @@ class JobRun:
         if device_ids and error is not None:
             message = f"{len(device_ids)} devices {status}: {error['description']}"
             writer.event(JobEvent(self.job_id, now, JobEventKind.NOTE, message, data={"code": error["code"]}))
+
+    def _record_abort(self, verdict: AbortVerdict) -> None:
+        """An abort criterion tripped: remember which, and say so in the job's log."""
+        self.abort_verdict = verdict
+        message = f"{verdict.failure_reason}: pending devices are canceled"
+        self._ctx.writer.event(JobEvent(self.job_id, self._ctx.clock.now(), JobEventKind.NOTE, message))
 
     async def _records(self, status: DeviceJobStatus) -> AsyncIterator[list[DeviceJob]]:
         after: str | None = None
@@ -261,9 +278,7 @@ class MethodJobRun(JobRun):
         """After a restart, pick up the counts that pacing, abort and attempts build on."""
         controls = self.job.controls
         if controls.rollout is not None:
-            stats = await self._ctx.store.count_device_jobs(self.job_id)
-            self._gate.notified = stats.device_count - stats.pending_count
-            self._gate.succeeded = stats.succeeded_count
+            self._gate.resume(await self._ctx.store.count_device_jobs(self.job_id))
         wanted: list[DeviceJobStatus] = []
         if self._tally.enabled:
             wanted += [DeviceJobStatus.COMPLETED, DeviceJobStatus.FAILED]
@@ -277,34 +292,20 @@ class MethodJobRun(JobRun):
                     self._attempts.update((r.device_id, r.attempts) for r in records if r.attempts)
 
     async def _follow_query(self) -> None:
-        """A continuous job: every ``continuous_interval`` seconds, devices that match the
-        query now and are not yet in the job join it."""
-        store, clock = self._ctx.store, self._ctx.clock
-        condition = parse_condition(self.job.query_condition)
+        """A continuous job: at each look, devices that match the query now and are not yet
+        in the job join it."""
         known: set[str] = set()
         while True:
             await self._until_next_look()
-            after: str | None = None
-            while True:
-                ids = await store.query_device_ids(condition, after=after, limit=_PAGE)
-                fresh = [d for d in ids if d not in known]
-                if fresh:
-                    now = clock.now()
-                    existing = await store.add_device_jobs(
-                        [DeviceJob(self.job_id, d, self.job.job_type, DeviceJobStatus.PENDING, now, now) for d in fresh]
-                    )
-                    known.update(fresh)
-                    joined = [d for d in fresh if (self.job_id, d) not in existing]
-                    if joined and self._accepting:
-                        self._ctx.writer.event(
-                            JobEvent(self.job_id, now, JobEventKind.NOTE, f"{len(joined)} devices joined the job")
-                        )
-                        for device_id in joined:
-                            self._unfinished.add(device_id)
-                            self._enqueue(device_id)
-                if len(ids) < _PAGE:
-                    break
-                after = ids[-1]
+            now = self._ctx.clock.now()
+            joined = await add_matching_devices(self._ctx.store, self.job, now, known=known)
+            if joined and self._accepting:
+                self._ctx.writer.event(
+                    JobEvent(self.job_id, now, JobEventKind.NOTE, f"{len(joined)} devices joined the job")
+                )
+                for device_id in joined:
+                    self._unfinished.add(device_id)
+                    self._enqueue(device_id)
 
     async def _finish_cancelled(self, workers: list[asyncio.Task[None]]) -> None:
         self._queue = asyncio.Queue()  # nothing queued is started
@@ -351,21 +352,17 @@ class MethodJobRun(JobRun):
         self._unfinished.discard(device_id)
         verdict = self._tally.record(succeeded=succeeded, timed_out=timed_out)
         if verdict is not None and self.abort_verdict is None:
-            self._abort(verdict)
+            self._record_abort(verdict)
+            self._cancelled.set()
         if not self._unfinished:
             self._done.set()
 
-    def _abort(self, verdict: AbortVerdict) -> None:
-        self.abort_verdict = verdict
-        now = self._ctx.clock.now()
-        self._ctx.writer.event(
-            JobEvent(self.job_id, now, JobEventKind.NOTE, f"{verdict.failure_reason}: pending devices are canceled")
-        )
-        self._cancelled.set()
+    def _attempt_count(self, device_id: str) -> int | None:
+        """What the device's record shows as ``attempts``: None without a retry policy."""
+        return self._attempts.get(device_id) if self._retry is not None else None
 
     def _attempt_result(self, device_id: str, status: DeviceJobStatus, now: datetime, **fields: Any) -> DeviceJob:
-        attempts = self._attempts.get(device_id) if self._retry is not None else None
-        return replace(device_result(self.job, device_id, status, now, **fields), attempts=attempts)
+        return device_result(self.job, device_id, status, now, attempts=self._attempt_count(device_id), **fields)
 
     def _retry_later(self, device_id: str, outcome: str | int, error: JsonObject | None) -> bool:
         """After an attempt that did not succeed: True when the retry policy tries again (the
@@ -376,7 +373,9 @@ class MethodJobRun(JobRun):
         decision = decide_retry(self._retry, attempt, outcome, seconds_left=self._seconds_left())
         if not decision.retry:
             return False
-        RETRIES.labels(str(outcome) if isinstance(outcome, str) else RetryOn.FAILED.value).inc()
+        kind = retry_kind(outcome)
+        assert kind is not None  # decide_retry retries only outcomes that have a kind
+        RETRIES.labels(kind.value).inc()
         now = self._ctx.clock.now()
         self._ctx.writer.put(self._attempt_result(device_id, DeviceJobStatus.PENDING, now, error=error))
         timer = asyncio.create_task(self._after_backoff(device_id, decision.delay_seconds))
@@ -402,15 +401,15 @@ class MethodJobRun(JobRun):
         except (DeviceNotOnlineError, ServiceUnavailableError) as exc:
             self._in_flight.discard(device_id)
             error = _error(exc.code, exc.message)
-            if self._retry is not None and not self._retry_later(device_id, RetryOn.DEVICE_NOT_ONLINE.value, error):
-                writer.put(self._attempt_result(device_id, DeviceJobStatus.FAILED, clock.now(), error=error))
-                self._finished(device_id, succeeded=False)
-            elif self._retry is None:
+            if self._retry is None:
                 # Gone before it answered: it waits for its next connection like any offline device.
                 writer.put(device_result(job, device_id, DeviceJobStatus.PENDING, clock.now()))
                 self._waiting.add(device_id)
                 if self._ctx.link.is_connected(device_id):
                     self.device_connected(device_id)
+            elif not self._retry_later(device_id, RetryOn.DEVICE_NOT_ONLINE.value, error):
+                writer.put(self._attempt_result(device_id, DeviceJobStatus.FAILED, clock.now(), error=error))
+                self._finished(device_id, succeeded=False)
             return False
         except ThrottledError:
             # The device already has its fill of calls in flight (others' direct calls): this
@@ -428,17 +427,7 @@ class MethodJobRun(JobRun):
             self._in_flight.discard(device_id)
             error = _error(exc.code, exc.message)
             if not self._retry_later(device_id, exc.code, error):
-                writer.put(self._attempt_result(device_id, DeviceJobStatus.FAILED, clock.now(), error=error))
-                writer.event(
-                    JobEvent(
-                        job.job_id,
-                        clock.now(),
-                        JobEventKind.DEVICE_FAILED,
-                        exc.message,
-                        device_id=device_id,
-                        data=error,
-                    )
-                )
+                writer.device_failed(job, device_id, clock.now(), error, attempts=self._attempt_count(device_id))
                 self._finished(device_id, succeeded=False, timed_out=exc.code in TIMED_OUT_CODES)
             return False
         except BaseException:
@@ -476,6 +465,7 @@ class TwinJobRun(JobRun):
         desired = properties.get("desired") if isinstance(properties, dict) else None
         self._tags: JsonObject | None = tags if isinstance(tags, dict) else None
         self._desired: JsonObject | None = desired if isinstance(desired, dict) else None
+        self._known: set[str] = set()  # a continuous job's devices, as its looks saw them
 
     def _change(self, now: datetime) -> Callable[[Twin], Twin]:
         # JobRequest.create validated the patch (validate_twin_patch).
@@ -488,10 +478,8 @@ class TwinJobRun(JobRun):
         batch_size = _TWIN_BATCH
         if rollout is not None and rollout.max_concurrency is not None:
             batch_size = min(batch_size, rollout.max_concurrency)
-        stats = await store.count_device_jobs(self.job_id)
-        gate = RolloutGate(
-            rollout, self._ctx.clock, notified=stats.device_count - stats.pending_count, succeeded=stats.succeeded_count
-        )
+        gate = RolloutGate(rollout, self._ctx.clock)
+        gate.resume(await store.count_device_jobs(self.job_id))
         while True:
             if self._cancelled.is_set():
                 self._end_devices(await self._unfinished_ids(), DeviceJobStatus.CANCELED, None)
@@ -519,7 +507,7 @@ class TwinJobRun(JobRun):
         that came to match its query (they get pending records and the patch next)."""
         await self._until_next_look()
         if not self._cancelled.is_set() and self._seconds_left() > 0:
-            await resolve_devices(self._ctx.store, self.job, self._ctx.clock.now())
+            await add_matching_devices(self._ctx.store, self.job, self._ctx.clock.now(), known=self._known)
 
     async def _check_abort(self) -> bool:
         await self._ctx.writer.flush()
@@ -529,9 +517,7 @@ class TwinJobRun(JobRun):
         verdict = evaluate_abort(self.job.controls.abort, counts)
         if verdict is None:
             return False
-        self.abort_verdict = verdict
-        message = f"{verdict.failure_reason}: pending devices are canceled"
-        self._ctx.writer.event(JobEvent(self.job_id, self._ctx.clock.now(), JobEventKind.NOTE, message))
+        self._record_abort(verdict)
         return True
 
     async def _apply(self, ids: list[str]) -> None:

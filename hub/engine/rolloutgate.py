@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from hub.domain.clock import Clock
-from hub.domain.jobs import DeviceJob, DeviceJobStatus
+from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus
 from hub.domain.json import JsonObject
 from hub.domain.rollout import (
     AbortConfig,
@@ -47,6 +47,12 @@ class RolloutGate:
         self.in_flight = 0
         self._lock = asyncio.Lock()
         self._slot_freed = asyncio.Event()
+
+    def resume(self, stats: DeviceJobStatistics) -> None:
+        """Take the counts from a job's stored records (a job resumed after a restart): every
+        device that is not pending was notified."""
+        self.notified = stats.device_count - stats.pending_count
+        self.succeeded = stats.succeeded_count
 
     @property
     def progress(self) -> RolloutProgress:
