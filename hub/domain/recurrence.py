@@ -47,6 +47,7 @@ from hub.errors import BadRequestError
 
 __all__ = [
     "MAX_INTERVAL",
+    "TICK",
     "UTC_ZONE",
     "CronRecurrence",
     "DueRuns",
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 UTC_ZONE = ZoneInfo("UTC")
-_TICK = timedelta(microseconds=1)
+TICK = timedelta(microseconds=1)  # the smallest step of a datetime: "just before"
 # A month schedule can select no day for years (day 31 every 12 months from February never
 # comes); after a whole 400-year Gregorian cycle the calendar repeats, so it never will.
 _MAX_PERIODS = 400 * 12 + 2
@@ -192,7 +193,7 @@ def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
     # the offset from after it (an instant before the gap): the transition lies between.
     low = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
     high = first
-    while high - low > _TICK:
+    while high - low > TICK:
         middle = low + (high - low) // 2
         if _wall(middle, zone) >= wall:
             high = middle
@@ -212,7 +213,7 @@ def _last_wall_at_or_before(moment: datetime, zone: ZoneInfo) -> datetime:
     while _instant(wall + step, zone) <= moment:
         step *= 2
     low, high = wall, wall + step
-    while high - low > _TICK:
+    while high - low > TICK:
         middle = low + (high - low) // 2
         if _instant(middle, zone) <= moment:
             low = middle
@@ -434,7 +435,7 @@ def _parse_fields(body: Mapping[str, JsonValue], time_zone: ZoneInfo, now: datet
             )
         schedule = _parse_schedule(body.get("schedule"), frequency)
         recurrence = IntervalRecurrence(frequency, interval, start, end, count, schedule)
-    if _next_time(recurrence, time_zone, start - _TICK) is None:
+    if _next_time(recurrence, time_zone, start - TICK) is None:
         raise BadRequestError(
             "recurrence never runs: no run time between startTime and endTime"
             if end is not None
@@ -500,7 +501,7 @@ def _next_time(recurrence: Recurrence, zone: ZoneInfo, after: datetime) -> datet
     start = recurrence.start_time
     end = recurrence.end_time
     try:
-        for moment in _run_times(recurrence, zone, max(after, start - _TICK)):
+        for moment in _run_times(recurrence, zone, max(after, start - TICK)):
             if moment < start or moment <= after:
                 continue
             return None if end is not None and moment > end else moment
@@ -636,7 +637,7 @@ def _latest_run_between(recurrence: Recurrence, zone: ZoneInfo, low: datetime, h
         return None
     # Invariant: the next run after ``low`` is at most ``limit``, the next after ``high`` is not;
     # so the latest run up to ``limit`` lies in (low, high].
-    while high - low > _TICK:
+    while high - low > TICK:
         middle = low + (high - low) // 2
         candidate = _next_time(recurrence, zone, middle)
         if candidate is not None and candidate <= limit:
@@ -664,7 +665,7 @@ def due_runs(
     now = _utc(now, "now")
     if recurrence.count is not None and runs_done >= recurrence.count:
         return DueRuns(run_time=None, next_run_time=None)
-    low = recurrence.start_time - _TICK if last_run is None else _utc(last_run, "last_run")
+    low = recurrence.start_time - TICK if last_run is None else _utc(last_run, "last_run")
     latest = _latest_run_between(recurrence, time_zone, low, now) if low < now else None
     if latest is None:
         return DueRuns(run_time=None, next_run_time=next_run_after(recurrence, time_zone, now, runs_done))

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from hub.domain.json import JsonObject, JsonValue
-from hub.domain.recurrence import Recurrence, next_run_after, parse_recurrence, parse_time_zone
+from hub.domain.recurrence import TICK, Recurrence, next_run_after, parse_recurrence, parse_time_zone
 from hub.errors import BadRequestError
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
 # A run's job id adds "-YYYYMMDDTHHMMSSZ" (17 characters) and must stay within 64.
 MAX_SCHEDULE_ID_LENGTH = 47
 _SCHEDULE_ID = re.compile(rf"[A-Za-z0-9-]{{1,{MAX_SCHEDULE_ID_LENGTH}}}")
-_TICK = timedelta(microseconds=1)
 
 # What a job request has, less jobId and startTime (each run gets its own).
 TEMPLATE_FIELDS = (
@@ -208,7 +207,7 @@ class Schedule:
     def enabled_from(self, now: datetime) -> Schedule:
         """Enabled, with the next run from ``now`` on (a run at ``now`` itself counts, so a
         schedule starting now runs at once); nothing missed before ``now`` catches up."""
-        after = now - _TICK
+        after = now - TICK
         if self.last_run_time is not None and self.last_run_time > after:
             after = self.last_run_time
         upcoming = next_run_after(self.recurrence, self.time_zone, after, self.run_count)

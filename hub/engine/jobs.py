@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -36,6 +36,7 @@ __all__ = [
     "JobNotifier",
     "JobPage",
     "JobService",
+    "cut_page",
     "decode_continuation",
     "encode_continuation",
     "parse_device_job_status",
@@ -111,6 +112,14 @@ class JobPage(Generic[T]):
 
     items: list[T]
     continuation: str | None
+
+
+def cut_page(rows: list[T], page_size: int, scope: str, key: Callable[[T], str]) -> tuple[list[T], str | None]:
+    """A listing read ``page_size + 1`` rows: the page, and the continuation token when there
+    was one row more (the next page starts after the last row's ``key``)."""
+    page = rows[:page_size]
+    token = encode_continuation(scope, key(page[-1])) if len(rows) > page_size and page else None
+    return page, token
 
 
 class JobService:
@@ -202,12 +211,9 @@ class JobService:
         """Jobs in job id order, optionally of one type and status, a page at a time."""
         scope = f"jobs:{job_type or ''}:{job_status or ''}"
         after = decode_continuation(scope, continuation)
-        jobs = await self._store.list_jobs(job_type=job_type, status=job_status, after=after, limit=page_size + 1)
-        more = len(jobs) > page_size
-        jobs = jobs[:page_size]
-        items = [(job, await self._store.count_device_jobs(job.job_id)) for job in jobs]
-        token = encode_continuation(scope, jobs[-1].job_id) if more and jobs else None
-        return JobPage(items, token)
+        rows = await self._store.list_jobs(job_type=job_type, status=job_status, after=after, limit=page_size + 1)
+        jobs, token = cut_page(rows, page_size, scope, lambda job: job.job_id)
+        return JobPage([(job, await self._store.count_device_jobs(job.job_id)) for job in jobs], token)
 
     async def device_results(
         self,
@@ -222,10 +228,7 @@ class JobService:
         scope = f"devices:{job_id}:{status or ''}"
         after = decode_continuation(scope, continuation)
         rows = await self._store.list_device_jobs(job_id, status=status, after=after, limit=page_size + 1)
-        more = len(rows) > page_size
-        rows = rows[:page_size]
-        token = encode_continuation(scope, rows[-1].device_id) if more and rows else None
-        return JobPage(rows, token)
+        return JobPage(*cut_page(rows, page_size, scope, lambda row: row.device_id))
 
     async def events(self, job_id: str) -> list[JobEvent]:
         """The job's whole event log in order; JobNotFoundError (404) for an unknown job."""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from hub.domain.clock import Clock
 from hub.domain.jobs import JobEvent, JobEventKind
-from hub.domain.recurrence import due_runs
+from hub.domain.recurrence import TICK, due_runs
 from hub.domain.schedules import Overlap, Schedule, ScheduleState, run_job_id
 from hub.domain.twin import isoformat
 from hub.engine.metrics import SCHEDULE_RUNS
@@ -38,7 +38,6 @@ __all__ = ["DEFAULT_GRACE_SECONDS", "Scheduler"]
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 600
-_TICK = timedelta(microseconds=1)
 
 
 class Scheduler:
@@ -122,7 +121,7 @@ class Scheduler:
             due = due_runs(
                 schedule.recurrence,
                 schedule.time_zone,
-                schedule.next_run_time - _TICK,
+                schedule.next_run_time - TICK,
                 now,
                 self._grace,
                 schedule.run_count,

@@ -15,7 +15,7 @@ from hub.domain.jobs import DeviceJobStatistics, Job, JobEvent, JobEventKind, Jo
 from hub.domain.json import JsonObject, JsonValue
 from hub.domain.schedules import Schedule, ScheduleRequest, run_job_id
 from hub.domain.twin import isoformat
-from hub.engine.jobs import JobPage, JobService, decode_continuation, encode_continuation
+from hub.engine.jobs import JobPage, JobService, cut_page, decode_continuation
 from hub.engine.metrics import SCHEDULE_RUNS
 from hub.engine.ports import JobStore, ScheduleStore
 from hub.engine.query import DEFAULT_PAGE_SIZE
@@ -105,12 +105,9 @@ class ScheduleService:
     ) -> JobPage[ScheduleView]:
         """Schedules in schedule id order, a page at a time."""
         after = decode_continuation("schedules", continuation)
-        schedules = await self._store.list_schedules(after=after, limit=page_size + 1)
-        more = len(schedules) > page_size
-        schedules = schedules[:page_size]
-        items = [await self._view(schedule) for schedule in schedules]
-        token = encode_continuation("schedules", schedules[-1].schedule_id) if more and schedules else None
-        return JobPage(items, token)
+        rows = await self._store.list_schedules(after=after, limit=page_size + 1)
+        schedules, token = cut_page(rows, page_size, "schedules", lambda schedule: schedule.schedule_id)
+        return JobPage([await self._view(schedule) for schedule in schedules], token)
 
     async def delete(self, schedule_id: str) -> None:
         """Delete the schedule; the jobs of its runs stay, as jobs."""
