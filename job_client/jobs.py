@@ -13,6 +13,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from job_client._http import FromConnectionString, ServiceHttp
+from job_client._json import json_object
 from job_client._sync import SyncRunner
 from job_client.errors import FleetHubError, FleetHubTimeoutError
 from job_client.models import (
@@ -46,14 +47,8 @@ def _schedule_path(schedule_id: str, *rest: str) -> str:
     return "/".join([f"/schedules/{quote(schedule_id, safe='')}", *rest])
 
 
-def _object(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise FleetHubError(f"expected a JSON object for {what}, got {type(value).__name__}", code="InvalidResponse")
-    return value
-
-
 def _schedule(value: Any) -> Schedule:
-    return Schedule.from_json(_object(value, "a schedule"))
+    return Schedule.from_json(json_object(value, "a schedule"))
 
 
 def schedule_body(
@@ -79,9 +74,7 @@ def schedule_body(
 
 
 def _job(value: Any) -> Job:
-    if not isinstance(value, Mapping):
-        raise FleetHubError(f"expected a JSON object for a job, got {type(value).__name__}", code="InvalidResponse")
-    return Job.from_json(value)
+    return Job.from_json(json_object(value, "a job"))
 
 
 def _quote_sql(text: str) -> str:
@@ -315,7 +308,7 @@ class AsyncJobClient(FromConnectionString):
         doc = await self._http.request_json("GET", _schedule_path(schedule_id, "runs"), params=params)
         if not isinstance(doc, list):
             raise FleetHubError("expected a JSON list of schedule runs", code="InvalidResponse")
-        return [ScheduleRun.from_json(_object(item, "a schedule run")) for item in doc]
+        return [ScheduleRun.from_json(json_object(item, "a schedule run")) for item in doc]
 
     @staticmethod
     async def _items(pages: AsyncGenerator[Page, None]) -> AsyncIterator[Any]:

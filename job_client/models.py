@@ -13,6 +13,7 @@ from typing import Any
 
 from hub.domain.devices import ConnectionState, DeviceStatus
 from hub.domain.jobs import DeviceJobStatus, JobStatus, JobType
+from job_client._json import enum_or_text, integer, text
 from job_client.rollout import AbortCriterion, RetryPolicy, Rollout
 
 __all__ = [
@@ -59,14 +60,6 @@ def parse_timestamp(value: object) -> datetime | None:
 
 def _dict(value: object) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +110,11 @@ class Device:
             status=DeviceStatus(doc.get("status") or DeviceStatus.ENABLED),
             connection_state=ConnectionState(doc.get("connectionState") or ConnectionState.DISCONNECTED),
             last_activity_time=parse_timestamp(doc.get("lastActivityTime")),
-            etag=_str(doc.get("etag")),
-            primary_key=_str(keys.get("primaryKey")),
-            secondary_key=_str(keys.get("secondaryKey")),
-            generation_id=_str(doc.get("generationId")),
-            status_reason=_str(doc.get("statusReason")),
+            etag=text(doc.get("etag")),
+            primary_key=text(keys.get("primaryKey")),
+            secondary_key=text(keys.get("secondaryKey")),
+            generation_id=text(doc.get("generationId")),
+            status_reason=text(doc.get("statusReason")),
             connection_state_updated_time=parse_timestamp(doc.get("connectionStateUpdatedTime")),
             status_updated_time=parse_timestamp(doc.get("statusUpdatedTime")),
             raw=dict(doc),
@@ -147,11 +140,11 @@ class TwinProperties:
 
     @property
     def desired_version(self) -> int | None:
-        return _int(self.desired.get("$version"))
+        return integer(self.desired.get("$version"))
 
     @property
     def reported_version(self) -> int | None:
-        return _int(self.reported.get("$version"))
+        return integer(self.reported.get("$version"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +168,8 @@ class Twin:
         state = doc.get("connectionState")
         return cls(
             device_id=str(doc.get("deviceId", "")),
-            etag=_str(doc.get("etag")),
-            version=_int(doc.get("version")),
+            etag=text(doc.get("etag")),
+            version=integer(doc.get("version")),
             tags=_dict(doc.get("tags")),
             properties=TwinProperties(_dict(properties.get("desired")), _dict(properties.get("reported"))),
             status=DeviceStatus(status) if status else None,
@@ -224,7 +217,7 @@ class MethodResult:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> MethodResult:
-        status = _int(doc.get("status"))
+        status = integer(doc.get("status"))
         if status is None:
             raise ValueError(f"method result lacks an integer status: {dict(doc)!r}")
         return cls(status, doc.get("payload"))
@@ -284,31 +277,19 @@ _DEVICE_STATUS_ALIASES = {"cancelled": DeviceJobStatus.CANCELED}
 
 def _job_status(value: object) -> JobStatus | str:
     """A known job status as ``JobStatus``; anything else (``unknown``, a newer hub's value) as the string."""
-    text = value if isinstance(value, str) else ""
-    try:
-        return JobStatus(text)
-    except ValueError:
-        return _JOB_STATUS_ALIASES.get(text, text)
+    return enum_or_text(JobStatus, value, _JOB_STATUS_ALIASES)
 
 
 def _device_job_status(value: object) -> DeviceJobStatus | str:
-    text = value if isinstance(value, str) else ""
-    try:
-        return DeviceJobStatus(text)
-    except ValueError:
-        return _DEVICE_STATUS_ALIASES.get(text, text)
+    return enum_or_text(DeviceJobStatus, value, _DEVICE_STATUS_ALIASES)
 
 
 def _job_type(value: object) -> JobType | str:
-    text = value if isinstance(value, str) else ""
-    try:
-        return JobType(text)
-    except ValueError:
-        return text
+    return enum_or_text(JobType, value)
 
 
 def _count(doc: Mapping[str, Any], name: str) -> int:
-    return _int(doc.get(name)) or 0
+    return integer(doc.get(name)) or 0
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -407,21 +388,21 @@ class Job:
             job_id=str(doc.get("jobId", "")),
             type=_job_type(doc.get("type")),
             status=_job_status(doc.get("status")),
-            query_condition=_str(doc.get("queryCondition")),
+            query_condition=text(doc.get("queryCondition")),
             created_time=parse_timestamp(doc.get("createdTime")),
             start_time=parse_timestamp(doc.get("startTime")),
             end_time=end,
-            max_execution_time_in_seconds=_int(doc.get("maxExecutionTimeInSeconds")),
+            max_execution_time_in_seconds=integer(doc.get("maxExecutionTimeInSeconds")),
             cloud_to_device_method=dict(method) if isinstance(method, Mapping) else None,
             update_twin=dict(patch) if isinstance(patch, Mapping) else None,
-            failure_reason=_str(doc.get("failureReason")),
-            status_message=_str(doc.get("statusMessage")),
+            failure_reason=text(doc.get("failureReason")),
+            status_message=text(doc.get("statusMessage")),
             device_job_statistics=JobStatistics.from_json(_dict(doc.get("deviceJobStatistics"))),
             rollout=Rollout.from_json(rollout) if isinstance(rollout, Mapping) else None,
             abort=_abort_criteria(doc.get("abort")),
             retry=RetryPolicy.from_json(retry) if isinstance(retry, Mapping) else None,
             continuous=doc.get("continuous") is True,
-            schedule_id=_str(doc.get("scheduleId")),
+            schedule_id=text(doc.get("scheduleId")),
             raw=dict(doc),
         )
 
@@ -476,10 +457,10 @@ class DeviceJobResult:
             created_date_time_utc=parse_timestamp(doc.get("createdDateTimeUtc")),
             last_updated_date_time_utc=parse_timestamp(doc.get("lastUpdatedDateTimeUtc")),
             outcome=_dict(doc.get("outcome")),
-            error=JobError(_str(error.get("code")), _str(error.get("description")))
+            error=JobError(text(error.get("code")), text(error.get("description")))
             if isinstance(error, Mapping)
             else None,
-            attempts=_int(doc.get("attempts")),
+            attempts=integer(doc.get("attempts")),
             raw=dict(doc),
         )
 
@@ -487,7 +468,7 @@ class DeviceJobResult:
     def method_response(self) -> MethodResult | None:
         """The device's answer to a method job (``outcome.deviceMethodResponse``), if any."""
         response = self.outcome.get("deviceMethodResponse")
-        if not isinstance(response, Mapping) or _int(response.get("status")) is None:
+        if not isinstance(response, Mapping) or integer(response.get("status")) is None:
             return None
         return MethodResult.from_json(response)
 
@@ -506,8 +487,8 @@ class JobEvent:
     def from_json(cls, doc: Mapping[str, Any]) -> JobEvent:
         return cls(
             time=parse_timestamp(doc.get("time") or doc.get("timestamp")),
-            kind=_str(doc.get("type") or doc.get("kind") or doc.get("event")),
-            message=_str(doc.get("message") or doc.get("statusMessage")),
-            device_id=_str(doc.get("deviceId")),
+            kind=text(doc.get("type") or doc.get("kind") or doc.get("event")),
+            message=text(doc.get("message") or doc.get("statusMessage")),
+            device_id=text(doc.get("deviceId")),
             raw=dict(doc),
         )

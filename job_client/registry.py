@@ -8,6 +8,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from job_client._http import FromConnectionString, ServiceHttp, decode_json
+from job_client._json import json_object
 from job_client._sync import SyncRunner
 from job_client.errors import FleetHubError, error_from_response
 from job_client.models import (
@@ -47,12 +48,6 @@ def _if_match(etag: str | None) -> dict[str, str]:
     return {"If-Match": etag} if etag is not None else {}
 
 
-def _object(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise FleetHubError(f"expected a JSON object for {what}, got {type(value).__name__}", code="InvalidResponse")
-    return value
-
-
 class AsyncRegistryClient(FromConnectionString):
     """Devices, twins, direct methods and twin queries over the REST API; an async context manager.
 
@@ -89,11 +84,11 @@ class AsyncRegistryClient(FromConnectionString):
             "authentication": authentication_document(primary_key, secondary_key),
         }
         doc = await self._http.request_json("PUT", _device_path(device_id), json_body=body)
-        return Device.from_json(_object(doc, "a device"))
+        return Device.from_json(json_object(doc, "a device"))
 
     async def get_device(self, device_id: str) -> Device:
         doc = await self._http.request_json("GET", _device_path(device_id))
-        return Device.from_json(_object(doc, "a device"))
+        return Device.from_json(json_object(doc, "a device"))
 
     async def delete_device(self, device_id: str, etag: str | None = None) -> None:
         """Delete a device; with ``etag`` only if unchanged (``PreconditionFailedError`` otherwise)."""
@@ -104,7 +99,7 @@ class AsyncRegistryClient(FromConnectionString):
         docs = await self._http.request_json("GET", "/devices", params={"top": max_count})
         if not isinstance(docs, list):
             raise FleetHubError("expected a JSON list of devices", code="InvalidResponse")
-        return [Device.from_json(_object(doc, "a device")) for doc in docs]
+        return [Device.from_json(json_object(doc, "a device")) for doc in docs]
 
     async def bulk_create_devices(self, devices: Iterable[str | DeviceSpec]) -> BulkResult:
         """Create many devices, ``BULK_LIMIT`` per call; per-device failures (for example
@@ -135,20 +130,20 @@ class AsyncRegistryClient(FromConnectionString):
 
     async def get_twin(self, device_id: str) -> Twin:
         doc = await self._http.request_json("GET", _twin_path(device_id))
-        return Twin.from_json(_object(doc, "a twin"))
+        return Twin.from_json(json_object(doc, "a twin"))
 
     async def update_twin(self, device_id: str, patch: Mapping[str, Any], etag: str | None = None) -> Twin:
         """Merge-patch ``tags`` and ``properties.desired``; with ``etag``, only if unchanged."""
         doc = await self._http.request_json(
             "PATCH", _twin_path(device_id), json_body=dict(patch), headers=_if_match(etag)
         )
-        return Twin.from_json(_object(doc, "a twin"))
+        return Twin.from_json(json_object(doc, "a twin"))
 
     async def replace_twin(self, device_id: str, twin: Twin | Mapping[str, Any], etag: str | None = None) -> Twin:
         """Replace ``tags`` and ``properties.desired`` wholesale; with ``etag``, only if unchanged."""
         body = twin.to_json() if isinstance(twin, Twin) else dict(twin)
         doc = await self._http.request_json("PUT", _twin_path(device_id), json_body=body, headers=_if_match(etag))
-        return Twin.from_json(_object(doc, "a twin"))
+        return Twin.from_json(json_object(doc, "a twin"))
 
     # -- methods -------------------------------------------------------------------------
 
@@ -177,7 +172,7 @@ class AsyncRegistryClient(FromConnectionString):
             json_body=body,
             read_timeout=ServiceHttp.method_read_timeout(response_timeout, connect_timeout),
         )
-        return MethodResult.from_json(_object(doc, "a method result"))
+        return MethodResult.from_json(json_object(doc, "a method result"))
 
     # -- query ---------------------------------------------------------------------------
 

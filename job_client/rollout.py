@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.domain.rollout import FailureType, RateIncreaseCriterion, RetryOn
+from job_client._json import enum_or_text, integer
 
 __all__ = [
     "AbortCriterion",
@@ -30,26 +31,6 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return value
-
-
-def _integer(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _failure_type(value: object) -> FailureType | str:
-    text = value if isinstance(value, str) else ""
-    try:
-        return FailureType(text)
-    except ValueError:
-        return text  # a newer hub's value
-
-
-def _retry_on(value: object) -> RetryOn | str:
-    text = value if isinstance(value, str) else ""
-    try:
-        return RetryOn(text)
-    except ValueError:
-        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +73,15 @@ class Rollout:
     def from_json(cls, doc: Mapping[str, Any]) -> Rollout | None:
         """The rollout a job document carries; None when it sets nothing this SDK knows."""
         ramp = None
-        base, factor = _integer(doc.get("baseRatePerMinute")), _number(doc.get("incrementFactor"))
+        base, factor = integer(doc.get("baseRatePerMinute")), _number(doc.get("incrementFactor"))
         criteria = doc.get("rateIncreaseCriteria")
         if base is not None and factor is not None and isinstance(criteria, Mapping):
             for criterion in RateIncreaseCriterion:
-                threshold = _integer(criteria.get(criterion.value))
+                threshold = integer(criteria.get(criterion.value))
                 if threshold is not None:
                     ramp = RolloutRamp(base, float(factor), threshold, criterion)
                     break
-        max_per_minute, max_concurrency = _integer(doc.get("maxPerMinute")), _integer(doc.get("maxConcurrency"))
+        max_per_minute, max_concurrency = integer(doc.get("maxPerMinute")), integer(doc.get("maxConcurrency"))
         if max_per_minute is None and ramp is None and max_concurrency is None:
             return None
         return cls(max_per_minute, ramp, max_concurrency)
@@ -125,9 +106,9 @@ class AbortCriterion:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> AbortCriterion:
         return cls(
-            _failure_type(doc.get("failureType")),
+            enum_or_text(FailureType, doc.get("failureType")),
             _number(doc.get("thresholdPercentage")) or 0.0,
-            _integer(doc.get("minNumberOfExecutedDevices")) or 0,
+            integer(doc.get("minNumberOfExecutedDevices")) or 0,
         )
 
 
@@ -155,10 +136,10 @@ class RetryPolicy:
     def from_json(cls, doc: Mapping[str, Any]) -> RetryPolicy:
         retry_on = doc.get("retryOn")
         return cls(
-            _integer(doc.get("maxAttempts")) or 1,
+            integer(doc.get("maxAttempts")) or 1,
             _number(doc.get("backoffSeconds")),
             _number(doc.get("backoffFactor")),
-            tuple(_retry_on(kind) for kind in retry_on) if isinstance(retry_on, list) else None,
+            tuple(enum_or_text(RetryOn, kind) for kind in retry_on) if isinstance(retry_on, list) else None,
         )
 
 

@@ -18,6 +18,7 @@ from hub.domain.jobs import JobStatus, JobType
 from hub.domain.recurrence import Frequency, WeekDay
 from hub.domain.schedules import Overlap as ScheduleOverlap
 from hub.domain.schedules import ScheduleState
+from job_client._json import enum_or_text, integer, text
 from job_client.models import JobStatistics, MethodParams, format_timestamp, parse_timestamp
 from job_client.rollout import AbortCriterion, RetryPolicy, Rollout, option_json
 
@@ -39,42 +40,17 @@ __all__ = [
 DEFAULT_TEMPLATE_MAX_EXECUTION_SECONDS = 3600
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _ints(value: object) -> tuple[int, ...]:
     items: list[object] = list(value) if isinstance(value, list) else [value]
-    return tuple(number for number in map(_int, items) if number is not None)
-
-
-def _state(value: object) -> ScheduleState | str:
-    text = value if isinstance(value, str) else ""
-    try:
-        return ScheduleState(text)
-    except ValueError:
-        return text
+    return tuple(number for number in map(integer, items) if number is not None)
 
 
 def _overlap(value: object) -> ScheduleOverlap | str:
-    text = value if isinstance(value, str) else ""
-    try:
-        return ScheduleOverlap(text or ScheduleOverlap.SKIP)
-    except ValueError:
-        return text
+    return enum_or_text(ScheduleOverlap, value if isinstance(value, str) and value else ScheduleOverlap.SKIP.value)
 
 
 def _job_status(value: object) -> JobStatus | str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return JobStatus(value)
-    except ValueError:
-        return value
+    return enum_or_text(JobStatus, value) if isinstance(value, str) else None
 
 
 def _week_day(value: WeekDay | str) -> WeekDay | str:
@@ -234,7 +210,7 @@ class RecurrenceSchedule:
             week_days=tuple(_week_day(day) for day in (days if isinstance(days, list) else []) if isinstance(day, str)),
             month_days=_ints(doc.get("monthDays", [])),
             monthly_occurrences=tuple(
-                MonthlyOccurrence(_week_day(str(item.get("day", ""))), _int(item.get("occurrence")))
+                MonthlyOccurrence(_week_day(str(item.get("day", ""))), integer(item.get("occurrence")))
                 for item in (occurrences if isinstance(occurrences, list) else [])
                 if isinstance(item, Mapping)
             ),
@@ -316,11 +292,11 @@ class Recurrence:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Recurrence:
         """The recurrence of a schedule document; ValueError when it has neither form."""
-        start, end, count = _moment(doc.get("startTime")), _moment(doc.get("endTime")), _int(doc.get("count"))
-        cron = _str(doc.get("cron"))
+        start, end, count = _moment(doc.get("startTime")), _moment(doc.get("endTime")), integer(doc.get("count"))
+        cron = text(doc.get("cron"))
         if cron is not None:
             return cls(None, 1, cron, RecurrenceSchedule(), start, end, count)
-        frequency_text = _str(doc.get("frequency"))
+        frequency_text = text(doc.get("frequency"))
         if not frequency_text:
             raise ValueError(f"a recurrence document needs frequency or cron: {dict(doc)!r}")
         frequency: Frequency | str
@@ -331,7 +307,7 @@ class Recurrence:
         schedule = doc.get("schedule")
         return cls(
             frequency,
-            _int(doc.get("interval")) or 1,
+            integer(doc.get("interval")) or 1,
             None,
             RecurrenceSchedule.from_json(schedule) if isinstance(schedule, Mapping) else RecurrenceSchedule(),
             start,
@@ -342,31 +318,31 @@ class Recurrence:
     def describe(self) -> str:
         """A short human form, e.g. ``every week at 02:00 on Mon,Fri`` or ``cron 0 */5 * * * *``."""
         if self.cron is not None:
-            text = f"cron {self.cron}"
+            shown = f"cron {self.cron}"
         else:
             unit = str(self.frequency)
-            text = f"every {unit}" if self.interval == 1 else f"every {self.interval} {unit}s"
+            shown = f"every {unit}" if self.interval == 1 else f"every {self.interval} {unit}s"
             schedule = self.schedule
             if schedule.hours:
                 minutes = schedule.minutes or (0,)
-                text += " at " + ",".join(f"{h:02d}:{m:02d}" for h in schedule.hours for m in minutes)
+                shown += " at " + ",".join(f"{h:02d}:{m:02d}" for h in schedule.hours for m in minutes)
             elif schedule.minutes:
-                text += " at minute " + ",".join(str(m) for m in schedule.minutes)
+                shown += " at minute " + ",".join(str(m) for m in schedule.minutes)
             if schedule.week_days:
-                text += " on " + ",".join(str(day)[:3] for day in schedule.week_days)
+                shown += " on " + ",".join(str(day)[:3] for day in schedule.week_days)
             if schedule.month_days:
-                text += " on day " + ",".join(str(day) for day in schedule.month_days)
+                shown += " on day " + ",".join(str(day) for day in schedule.month_days)
             if schedule.monthly_occurrences:
-                text += " on " + ",".join(
+                shown += " on " + ",".join(
                     f"{str(item.day)[:3]}#{item.occurrence}" if item.occurrence is not None else str(item.day)[:3]
                     for item in schedule.monthly_occurrences
                 )
         if self.count is not None:
-            text += ", once" if self.count == 1 else f", {self.count} times"
+            shown += ", once" if self.count == 1 else f", {self.count} times"
         if self.end_time is not None:
             end = self.end_time if isinstance(self.end_time, str) else format_timestamp(self.end_time)
-            text += f", until {end}"
-        return text
+            shown += f", until {end}"
+        return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,16 +379,16 @@ class Schedule:
             schedule_id=str(doc.get("scheduleId", "")),
             job=dict(job) if isinstance(job, Mapping) else {},
             recurrence=parsed,
-            time_zone=_str(doc.get("timeZone")) or "UTC",
+            time_zone=text(doc.get("timeZone")) or "UTC",
             enabled=doc.get("enabled") is not False,
             overlap=_overlap(doc.get("overlap")),
-            state=_state(doc.get("state")),
+            state=enum_or_text(ScheduleState, doc.get("state")),
             next_run_time=parse_timestamp(doc.get("nextRunTime")),
             last_run_time=parse_timestamp(doc.get("lastRunTime")),
-            last_run_job_id=_str(doc.get("lastRunJobId")),
+            last_run_job_id=text(doc.get("lastRunJobId")),
             last_run_status=_job_status(doc.get("lastRunStatus")),
-            run_count=_int(doc.get("runCount")) or 0,
-            fault_reason=_str(doc.get("faultReason")),
+            run_count=integer(doc.get("runCount")) or 0,
+            fault_reason=text(doc.get("faultReason")),
             created_time=parse_timestamp(doc.get("createdTime")),
             updated_time=parse_timestamp(doc.get("updatedTime")),
             raw=dict(doc),
@@ -449,8 +425,8 @@ class ScheduleRun:
             created_time=parse_timestamp(doc.get("createdTime")),
             start_time=parse_timestamp(doc.get("startTime")),
             end_time=end,
-            failure_reason=_str(doc.get("failureReason")),
-            status_message=_str(doc.get("statusMessage")),
+            failure_reason=text(doc.get("failureReason")),
+            status_message=text(doc.get("statusMessage")),
             device_job_statistics=JobStatistics.from_json(stats if isinstance(stats, Mapping) else {}),
             raw=dict(doc),
         )
