@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from hub.config import Settings
-from hub.connstrings import ConnectionStringError, lookup_connection_string
+from hub.connstrings import ConnectionStringError, hub_hostname, lookup_connection_string
 from hub.demo import DEFAULT_DEVICES, run_demo
 from hub.errors import HubError
 from hub.netbind import BindError
@@ -264,7 +264,11 @@ def connection_string(
     ] = None,
     device: Annotated[str | None, typer.Option(help="Print this device's connection string instead.")] = None,
     hostname: Annotated[
-        str | None, typer.Option(help="HostName to put in the string. [env: FLEETHUB_HOSTNAME]")
+        str | None,
+        typer.Option(
+            help="HostName to put in the string (default: the name the hub in --data-dir serves as). "
+            "[env: FLEETHUB_HOSTNAME]"
+        ),
     ] = None,
     database_url: Annotated[str | None, typer.Option(help="[env: FLEETHUB_DATABASE_URL]")] = None,
 ) -> None:
@@ -278,6 +282,9 @@ def connection_string(
     except ConnectionStringError as exc:
         typer.echo(f"fleethub: {exc}", err=True)
         raise typer.Exit(1) from None
+    _, note = hub_hostname(settings)
+    if note is not None:
+        typer.echo(f"fleethub: note: {note}", err=True)
     typer.echo(text)
 
 

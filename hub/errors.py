@@ -13,9 +13,11 @@
     |   +-- DeviceNotOnlineError     DeviceNotOnline
     |   +-- JobNotFoundError         JobNotFound
     |   +-- ScheduleNotFoundError    ScheduleNotFound
+    |   +-- CertificateNotFoundError CertificateNotFound
     +-- ConflictError                (409)
     |   +-- DeviceAlreadyExistsError DeviceAlreadyExists
     |   +-- JobAlreadyExistsError    JobAlreadyExists
+    |   +-- CertificateAlreadyExistsError CertificateAlreadyExists
     +-- PreconditionFailedError      PreconditionFailed (412, etag mismatch)
     +-- ConcurrencyConflictError     internal: a versioned write lost a race; callers retry
     +-- GatewayTimeoutError          GatewayTimeout (504, no reply from the device in time)
@@ -33,6 +35,8 @@ from typing import ClassVar
 
 __all__ = [
     "BadRequestError",
+    "CertificateAlreadyExistsError",
+    "CertificateNotFoundError",
     "ConcurrencyConflictError",
     "ConflictError",
     "DeviceAlreadyExistsError",
@@ -122,8 +126,16 @@ class ScheduleNotFoundError(NotFoundError):
     code = "ScheduleNotFound"
 
 
+class CertificateNotFoundError(NotFoundError):
+    code = "CertificateNotFound"
+
+
 class ConflictError(HubError):
     code = "Conflict"
+
+
+class CertificateAlreadyExistsError(ConflictError):
+    code = "CertificateAlreadyExists"
 
 
 class DeviceAlreadyExistsError(ConflictError):

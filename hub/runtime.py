@@ -16,6 +16,7 @@ from broker_config import load_gateway_config
 from hub.api.app import create_app
 from hub.api.limits import header_deadline_protocol
 from hub.config import Settings
+from hub.datadir import write_run_record
 from hub.domain.clock import Clock, SystemClock
 from hub.engine.bootstrap import ensure_policies
 from hub.engine.services import Services
@@ -191,6 +192,14 @@ class Hub:
             mqtt_port=_port(sockets["mqtt"]),
             mqtts_port=_port(sockets["mqtts"]),
             ca_cert=tls.ca_cert or tls.server_cert,
+        )
+        write_run_record(
+            s.data_dir,
+            hostname=s.hostname,
+            http_port=self.endpoints.http_port,
+            https_port=self.endpoints.https_port,
+            mqtt_port=self.endpoints.mqtt_port,
+            mqtts_port=self.endpoints.mqtts_port,
         )
         services.ready = True
         log.info(

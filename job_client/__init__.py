@@ -7,6 +7,8 @@ from job_client.credentials import ServiceCredentials
 from job_client.errors import (
     ArgumentInvalidError,
     BadRequestError,
+    CertificateAlreadyExistsError,
+    CertificateNotFoundError,
     ConflictError,
     DeviceAlreadyExistsError,
     DeviceNotFoundError,
@@ -80,6 +82,8 @@ __all__ = [
     "BadRequestError",
     "BulkError",
     "BulkResult",
+    "CertificateAlreadyExistsError",
+    "CertificateNotFoundError",
     "ConflictError",
     "ConnectionState",
     "Device",

@@ -12,9 +12,11 @@
     |   +-- DeviceNotOnlineError     404 DeviceNotOnline
     |   +-- JobNotFoundError         404 JobNotFound
     |   +-- ScheduleNotFoundError    404 ScheduleNotFound
+    |   +-- CertificateNotFoundError 404 CertificateNotFound
     +-- ConflictError                409
     |   +-- DeviceAlreadyExistsError 409 DeviceAlreadyExists
     |   +-- JobAlreadyExistsError    409 JobAlreadyExists
+    |   +-- CertificateAlreadyExistsError 409 CertificateAlreadyExists
     +-- PreconditionFailedError      412 PreconditionFailed (etag mismatch)
     +-- ThrottlingError              429 ThrottlingException
     +-- ServerError                  5xx without a more specific code
@@ -39,6 +41,8 @@ from hub import errors as hub_errors
 __all__ = [
     "ArgumentInvalidError",
     "BadRequestError",
+    "CertificateAlreadyExistsError",
+    "CertificateNotFoundError",
     "ConflictError",
     "DeviceAlreadyExistsError",
     "DeviceNotFoundError",
@@ -135,8 +139,16 @@ class ScheduleNotFoundError(NotFoundError):
     default_code = hub_errors.ScheduleNotFoundError.code
 
 
+class CertificateNotFoundError(NotFoundError):
+    default_code = hub_errors.CertificateNotFoundError.code
+
+
 class ConflictError(FleetHubError):
     default_code = hub_errors.ConflictError.code
+
+
+class CertificateAlreadyExistsError(ConflictError):
+    default_code = hub_errors.CertificateAlreadyExistsError.code
 
 
 class DeviceAlreadyExistsError(ConflictError):
@@ -187,6 +199,8 @@ _BY_CODE: dict[str, type[FleetHubError]] = {
         JobAlreadyExistsError,
         JobNotFoundError,
         ScheduleNotFoundError,
+        CertificateNotFoundError,
+        CertificateAlreadyExistsError,
         PreconditionFailedError,
         ThrottlingError,
         DeviceReplyError,

@@ -8,7 +8,8 @@ from hub import __version__
 from hub.api.auth import ServiceAuthenticator
 from hub.api.errors import install_error_handlers
 from hub.api.limits import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, RequestLimits
-from hub.api.routes import devices, health, jobs, query, schedules, twins
+from hub.api.routes import certificates, devices, health, jobs, query, schedules, statistics, twins
+from hub.api.slashes import TrailingSlashes
 from hub.engine.services import Services
 
 __all__ = ["create_app"]
@@ -22,7 +23,10 @@ def create_app(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> FastAPI:
     app = FastAPI(
-        title="fleethub", version=__version__, description="IoT fleet job hub with Azure IoT Hub's service API shapes."
+        title="fleethub",
+        version=__version__,
+        description="IoT fleet job hub with Azure IoT Hub's service API shapes.",
+        redirect_slashes=False,  # hub.api.slashes answers /devices/ as /devices instead
     )
     app.state.services = services
     app.state.authenticator = ServiceAuthenticator(
@@ -30,10 +34,13 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestLimits, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+    app.add_middleware(TrailingSlashes)
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(twins.router)
     app.include_router(query.router)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
+    app.include_router(statistics.router)
+    app.include_router(certificates.router)
     return app

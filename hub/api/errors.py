@@ -48,8 +48,14 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        loc = [p for p in err.get("loc", ()) if p != "body"]
+        if err.get("type") == "extra_forbidden":
+            name = ".".join(str(p) for p in loc if not isinstance(p, int))
+            entries = [p for p in loc if isinstance(p, int)]
+            parts.append(f"unknown field {name!r}" + (f" in entry {entries[0]}" if entries else ""))
+        else:
+            where = ".".join(str(p) for p in loc) or "body"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 

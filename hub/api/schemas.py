@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hub.domain.devices import Device, DeviceStatus, SymmetricKeys
+from hub.domain.devices import AuthKind, Device, DeviceAuth, DeviceStatus, SymmetricKeys, normalize_thumbprint
 from hub.domain.twin import isoformat
 from hub.engine.registry import DeviceSpec
 from hub.errors import BadRequestError
@@ -24,6 +24,9 @@ __all__ = [
     "AuthenticationIn",
     "BulkDeviceIn",
     "BulkResultOut",
+    "CertificateIn",
+    "CertificateListOut",
+    "CertificateOut",
     "DeviceIn",
     "DeviceJobOut",
     "DeviceOut",
@@ -34,8 +37,10 @@ __all__ = [
     "JobQueryResultOut",
     "MethodInvocationIn",
     "MethodResultOut",
+    "RegistryStatisticsOut",
     "ScheduleOut",
     "ScheduleRunOut",
+    "ServiceStatisticsOut",
     "TwinOut",
     "device_out",
     "paged_response",
@@ -54,32 +59,65 @@ def paged_response(body: Any, continuation: str | None, item_type: str) -> JSONR
     return JSONResponse(content=body, headers=headers)
 
 
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+class _Strict(BaseModel):
+    """A request body: an unknown field is a 400 that names it, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class SymmetricKeyIn(_Open):
+class SymmetricKeyIn(_Strict):
     primaryKey: str | None = None
     secondaryKey: str | None = None
 
 
-class AuthenticationIn(_Open):
-    type: str | None = "sas"
+class X509ThumbprintIn(_Strict):
+    primaryThumbprint: str | None = None
+    secondaryThumbprint: str | None = None
+
+
+class AuthenticationIn(_Strict):
+    type: str | None = None
     symmetricKey: SymmetricKeyIn | None = None
+    x509Thumbprint: X509ThumbprintIn | None = None
 
 
-class DeviceIn(_Open):
+class CapabilitiesIn(_Strict):
+    iotEdge: bool | None = None
+
+
+class DeviceIn(_Strict):
+    """A device identity as ``PUT /devices/{id}`` takes it. The read-only fields the SDKs send
+    back with a device they read (Python's Device model, Node's Device class) are accepted and
+    ignored, as IoT Hub does."""
+
     deviceId: str | None = None
     status: DeviceStatus = DeviceStatus.ENABLED
     statusReason: str | None = None
     authentication: AuthenticationIn | None = None
     etag: str | None = None
+    capabilities: CapabilitiesIn | None = None
+    # Read-only: ignored.
+    generationId: Any = None
+    connectionState: Any = None
+    connectionStateUpdatedTime: Any = None
+    statusUpdatedTime: Any = None
+    lastActivityTime: Any = None
+    cloudToDeviceMessageCount: Any = None
+    deviceScope: Any = None
+    parentScopes: Any = None
+    modelId: Any = None
 
 
 class BulkDeviceIn(DeviceIn):
+    """One entry of ``POST /devices`` (IoT Hub's ExportImportDevice)."""
+
     id: str
     importMode: str = "create"
     eTag: str | None = None
+    moduleId: str | None = None
+    twinETag: Any = None
+    tags: dict[str, Any] | None = None
+    properties: dict[str, Any] | None = None
 
     @field_validator("id")
     @classmethod
@@ -92,11 +130,20 @@ class BulkDeviceIn(DeviceIn):
         return value
 
 
-class MethodInvocationIn(_Open):
+class MethodInvocationIn(_Strict):
     methodName: Any = None
     payload: Any = None
-    responseTimeoutInSeconds: Any = Field(default=30)
-    connectTimeoutInSeconds: Any = Field(default=0)
+    responseTimeoutInSeconds: Any = None
+    connectTimeoutInSeconds: Any = None
+    timeoutInSeconds: Any = Field(
+        default=None,
+        description="the 2016 preview's name of responseTimeoutInSeconds, used when that is absent "
+        "(Microsoft's dmpatterns samples still send it)",
+    )
+
+    @property
+    def response_timeout(self) -> Any:
+        return self.timeoutInSeconds if self.responseTimeoutInSeconds is None else self.responseTimeoutInSeconds
 
 
 def _keys(auth: AuthenticationIn | None) -> SymmetricKeys | None:
@@ -109,12 +156,47 @@ def _keys(auth: AuthenticationIn | None) -> SymmetricKeys | None:
     return SymmetricKeys(primary or generated.primary, secondary or generated.secondary)
 
 
+_AUTH_KINDS = {kind.value.lower(): kind for kind in AuthKind}
+
+
+def _auth(auth: AuthenticationIn | None) -> DeviceAuth | None:
+    """The device's authentication kind and thumbprints; None: sas (create) or keep (update)."""
+    if auth is None:
+        return None
+    thumbprints = auth.x509Thumbprint
+    primary = thumbprints.primaryThumbprint if thumbprints is not None else None
+    secondary = thumbprints.secondaryThumbprint if thumbprints is not None else None
+    if auth.type is None:
+        # What the Node SDK normalizes to, and what IoT Hub infers: thumbprints mean selfSigned.
+        kind = AuthKind.SELF_SIGNED if primary or secondary else AuthKind.SAS
+    else:
+        found = _AUTH_KINDS.get(auth.type.lower())
+        if found is None:
+            raise BadRequestError(
+                f"authentication.type {auth.type!r} is not one of {', '.join(k.value for k in AuthKind)}"
+            )
+        kind = found
+    if kind is not AuthKind.SELF_SIGNED:
+        # SDKs send empty thumbprints along with other kinds; only real values are an error.
+        return DeviceAuth(kind, primary or None, secondary or None)
+    return DeviceAuth(
+        kind,
+        normalize_thumbprint(primary, "x509Thumbprint.primaryThumbprint") if primary else None,
+        normalize_thumbprint(secondary, "x509Thumbprint.secondaryThumbprint") if secondary else None,
+    )
+
+
 def spec_from(body: DeviceIn) -> DeviceSpec:
+    if body.capabilities is not None and body.capabilities.iotEdge:
+        raise BadRequestError("IoT Edge devices (capabilities.iotEdge: true) are not supported")
+    auth = _auth(body.authentication)
     keys = _keys(body.authentication)
     if keys is not None:
+        if auth is not None and not auth.uses_keys:
+            raise BadRequestError(f"authentication.symmetricKey is for sas devices, not {auth.kind.value}")
         _check_key(keys.primary)
         _check_key(keys.secondary)
-    return DeviceSpec(keys=keys, status=body.status, status_reason=body.statusReason)
+    return DeviceSpec(keys=keys, status=body.status, status_reason=body.statusReason, auth=auth)
 
 
 def _check_key(key: str) -> None:
@@ -133,7 +215,7 @@ def _time(moment: datetime | None) -> str:
 def device_out(device: Device, *, with_keys: bool = True) -> dict[str, Any]:
     keys = (
         {"primaryKey": device.keys.primary, "secondaryKey": device.keys.secondary}
-        if with_keys
+        if with_keys and device.keys is not None
         else {"primaryKey": None, "secondaryKey": None}
     )
     return {
@@ -149,8 +231,8 @@ def device_out(device: Device, *, with_keys: bool = True) -> dict[str, Any]:
         "cloudToDeviceMessageCount": 0,
         "authentication": {
             "symmetricKey": keys,
-            "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
-            "type": "sas",
+            "x509Thumbprint": device.auth.thumbprint_document(),
+            "type": device.auth.kind.value,
         },
         "capabilities": {"iotEdge": False},
     }
@@ -293,6 +375,58 @@ class DeviceJobOut(BaseModel):
     endTimeUtc: str | None
     createdDateTimeUtc: str | None
     lastUpdatedDateTimeUtc: str | None
+
+
+class RegistryStatisticsOut(BaseModel):
+    totalDeviceCount: int
+    enabledDeviceCount: int
+    disabledDeviceCount: int
+
+
+class ServiceStatisticsOut(BaseModel):
+    connectedDeviceCount: int
+
+
+class CertificatePropertiesIn(_Strict):
+    certificate: str = Field(description="one CA certificate, PEM or base64 DER")
+    isVerified: bool | None = None  # registration is the verification (hub.api.routes.certificates)
+    # Read-only: ignored.
+    subject: Any = None
+    expiry: Any = None
+    thumbprint: Any = None
+    created: Any = None
+    updated: Any = None
+
+
+class CertificateIn(_Strict):
+    properties: CertificatePropertiesIn
+    # Read-only: ignored.
+    id: Any = None
+    name: Any = None
+    etag: Any = None
+    type: Any = None
+
+
+class _CertificatePropertiesOut(BaseModel):
+    subject: str
+    expiry: str
+    thumbprint: str
+    isVerified: bool
+    created: str
+    updated: str
+    certificate: str
+
+
+class CertificateOut(BaseModel):
+    properties: _CertificatePropertiesOut
+    id: str
+    name: str
+    etag: str
+    type: str
+
+
+class CertificateListOut(BaseModel):
+    value: list[CertificateOut]
 
 
 class HealthOut(BaseModel):

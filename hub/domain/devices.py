@@ -1,4 +1,4 @@
-"""Device identities: id rules, keys, status."""
+"""Device identities: id rules, how a device authenticates (keys or X.509), status."""
 
 from __future__ import annotations
 
@@ -9,17 +9,22 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from hub.errors import InvalidDeviceIdError
+from hub.domain.json import JsonObject
+from hub.errors import BadRequestError, InvalidDeviceIdError
 
 __all__ = [
+    "SAS_AUTH",
+    "AuthKind",
     "ConnectionState",
     "Device",
+    "DeviceAuth",
     "DeviceStatus",
     "SymmetricKeys",
     "etag_matches",
     "etag_of",
     "generate_key",
     "new_device",
+    "normalize_thumbprint",
     "validate_device_id",
 ]
 
@@ -65,13 +70,63 @@ class SymmetricKeys:
         return (self.primary, self.secondary)
 
 
+class AuthKind(StrEnum):
+    """IoT Hub's ``authentication.type``: a SAS token signed with the device's keys, or a TLS
+    client certificate, self-signed (checked by thumbprint) or signed by a registered CA."""
+
+    SAS = "sas"
+    SELF_SIGNED = "selfSigned"
+    CERTIFICATE_AUTHORITY = "certificateAuthority"
+
+
+_HEX = frozenset("0123456789ABCDEF")
+
+
+def normalize_thumbprint(value: str, what: str) -> str:
+    """A certificate thumbprint as IoT Hub takes it: SHA-1 (40) or SHA-256 (64) hex digits,
+    in any case and with optional ``:`` separators; returned upper-case without them."""
+    text = value.replace(":", "").strip().upper()
+    if len(text) not in (40, 64) or not _HEX.issuperset(text):
+        raise BadRequestError(f"{what} must be a SHA-1 (40 hex digits) or SHA-256 (64 hex digits) thumbprint")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuth:
+    """How a device proves who it is. Thumbprints (upper-case hex) belong to ``selfSigned``."""
+
+    kind: AuthKind = AuthKind.SAS
+    primary_thumbprint: str | None = None
+    secondary_thumbprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is AuthKind.SELF_SIGNED and not (self.primary_thumbprint or self.secondary_thumbprint):
+            raise BadRequestError("a selfSigned device needs x509Thumbprint.primaryThumbprint (or secondaryThumbprint)")
+        if self.kind is not AuthKind.SELF_SIGNED and (self.primary_thumbprint or self.secondary_thumbprint):
+            raise BadRequestError(f"x509Thumbprint is for selfSigned devices, not {self.kind.value}")
+
+    @property
+    def uses_keys(self) -> bool:
+        return self.kind is AuthKind.SAS
+
+    def thumbprints(self) -> tuple[str, ...]:
+        return tuple(t for t in (self.primary_thumbprint, self.secondary_thumbprint) if t)
+
+    def thumbprint_document(self) -> JsonObject:
+        return {"primaryThumbprint": self.primary_thumbprint, "secondaryThumbprint": self.secondary_thumbprint}
+
+
+SAS_AUTH = DeviceAuth()
+
+
 @dataclass(frozen=True, slots=True)
 class Device:
-    """A registry entry. ``etag_revision`` bumps on every identity change (keys, status)."""
+    """A registry entry. ``etag_revision`` bumps on every identity change (keys, status).
+    ``keys`` is None exactly when the device authenticates with a certificate."""
 
     device_id: str
     generation_id: str
-    keys: SymmetricKeys
+    keys: SymmetricKeys | None
     status: DeviceStatus = DeviceStatus.ENABLED
     status_reason: str | None = None
     status_updated_time: datetime | None = None
@@ -80,6 +135,11 @@ class Device:
     last_activity_time: datetime | None = None
     etag_revision: int = 1
     created_time: datetime | None = field(default=None)
+    auth: DeviceAuth = SAS_AUTH
+
+    def __post_init__(self) -> None:
+        if (self.keys is not None) != self.auth.uses_keys:
+            raise ValueError(f"device {self.device_id!r}: keys go with sas authentication, and only with it")
 
     @property
     def etag(self) -> str:
@@ -112,6 +172,7 @@ def new_device(
     now: datetime,
     *,
     keys: SymmetricKeys | None = None,
+    auth: DeviceAuth = SAS_AUTH,
     status: DeviceStatus = DeviceStatus.ENABLED,
     status_reason: str | None = None,
 ) -> Device:
@@ -119,7 +180,8 @@ def new_device(
     return Device(
         device_id=device_id,
         generation_id=str(secrets.randbelow(10**18)).rjust(18, "6"),
-        keys=keys or SymmetricKeys.generate(),
+        keys=(keys or SymmetricKeys.generate()) if auth.uses_keys else None,
+        auth=auth,
         status=status,
         status_reason=status_reason,
         status_updated_time=now,

@@ -4,7 +4,7 @@ statistics, and per-device job records (what ``devices.jobs`` queries return).""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -13,11 +13,12 @@ from hub.domain.clock import parse_iso8601
 from hub.domain.json import JsonObject, JsonValue, is_integer
 from hub.domain.methods import MethodRequest
 from hub.domain.rollout import NO_CONTROLS, JobControls
-from hub.domain.twin import Section, isoformat, validate_section
+from hub.domain.twin import Section, TwinPatch, isoformat, parse_twin_patch, validate_section
 from hub.errors import BadRequestError
 
 __all__ = [
     "DEFAULT_MAX_EXECUTION_SECONDS",
+    "JOB_REQUEST_FIELDS",
     "DeviceJob",
     "DeviceJobStatistics",
     "DeviceJobStatus",
@@ -37,6 +38,31 @@ __all__ = [
 
 DEFAULT_MAX_EXECUTION_SECONDS = 3600
 _JOB_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+JOB_REQUEST_FIELDS = (
+    "jobId",
+    "type",
+    "queryCondition",
+    "cloudToDeviceMethod",
+    "updateTwin",
+    "startTime",
+    "maxExecutionTimeInSeconds",
+    # fleethub's rollout control (hub.domain.rollout)
+    "rollout",
+    "abort",
+    "retry",
+    "continuous",
+)
+# timeoutInSeconds: the 2016 preview's name of responseTimeoutInSeconds, used when that is absent.
+_METHOD_FIELDS = ("methodName", "payload", "responseTimeoutInSeconds", "connectTimeoutInSeconds", "timeoutInSeconds")
+
+
+def _refuse_unknown(body: Mapping[str, JsonValue], known: Sequence[str], where: str | None = None) -> None:
+    """BadRequestError naming the first field of ``body`` that is not ``known``."""
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        name = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise BadRequestError(f"unknown field {name!r}: {where or 'a job request'} takes {', '.join(known)}")
 
 
 class JobType(StrEnum):
@@ -161,37 +187,23 @@ def parse_start_time(value: object, now: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-_PATCH_KEYS = frozenset({"tags", "properties", "etag", "deviceId"})
-
-
-def validate_twin_patch(patch: object) -> JsonObject:
-    """A job's ``updateTwin``: only ``tags`` and ``properties.desired`` (plus the ``"etag": "*"``
-    and ``deviceId`` the SDKs send along); keys whose value is null are ignored."""
-    if not isinstance(patch, dict):
-        raise BadRequestError("updateTwin must be a JSON object")
-    present = {k: v for k, v in patch.items() if v is not None}
-    unknown = sorted(set(present) - _PATCH_KEYS)
-    if unknown:
-        raise BadRequestError(f"updateTwin may change only tags and properties.desired, not {', '.join(unknown)}")
-    etag = present.get("etag")
+def validate_twin_patch(body: object) -> JsonObject:
+    """A job's ``updateTwin``: ``tags`` and ``properties.desired`` (or the 2016 preview's
+    top-level ``desired``), with ``"etag": "*"`` or none: twin jobs are forced updates. The
+    twin's read-only fields are accepted and ignored, an empty ``properties.reported`` too;
+    anything else is refused (hub.domain.twin.parse_twin_patch). Returned in the stored shape,
+    ``{"tags": ..., "properties": {"desired": ...}}``, with each section checked."""
+    patch = parse_twin_patch(body, where="updateTwin", reported="refuse")
+    assert isinstance(body, dict)  # parse_twin_patch refused anything else
+    etag = body.get("etag")
     if etag is not None and etag != "*":
         raise BadRequestError("updateTwin jobs are forced updates: etag must be '*' or absent")
-    result: JsonObject = {}
-    if "tags" in present:
-        result["tags"] = validate_section(present["tags"], Section.TAGS)
-    properties = present.get("properties")
-    if properties is not None:
-        if not isinstance(properties, dict):
-            raise BadRequestError("updateTwin.properties must be a JSON object")
-        others = sorted(k for k, v in properties.items() if k != "desired" and v is not None)
-        if others:
-            raise BadRequestError(f"updateTwin may change only properties.desired, not properties.{others[0]}")
-        desired = properties.get("desired")
-        if desired is not None:
-            result["properties"] = {"desired": validate_section(desired, Section.DESIRED)}
-    if not result:
+    if patch.is_empty:
         raise BadRequestError("updateTwin changes nothing: give tags or properties.desired")
-    return result
+    return TwinPatch(
+        None if patch.tags is None else validate_section(patch.tags, Section.TAGS),
+        None if patch.desired is None else validate_section(patch.desired, Section.DESIRED),
+    ).document()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +225,7 @@ class JobRequest:
         The query condition's syntax is checked by the caller (hub.query), which owns the language."""
         validate_job_id(job_id)
         assert isinstance(job_id, str)
+        _refuse_unknown(body, JOB_REQUEST_FIELDS)
         body_id = body.get("jobId")
         if body_id is not None and body_id != job_id:
             raise BadRequestError(f"jobId {body_id!r} in the body differs from {job_id!r} in the URL")
@@ -230,10 +243,12 @@ class JobRequest:
         if job_type is JobType.DEVICE_METHOD:
             if not isinstance(method_body, dict):
                 raise BadRequestError("scheduleDeviceMethod needs cloudToDeviceMethod (a JSON object)")
+            _refuse_unknown(method_body, _METHOD_FIELDS, "cloudToDeviceMethod")
+            response_timeout = method_body.get("responseTimeoutInSeconds")
             method = MethodRequest.create(
                 method_body.get("methodName"),
                 method_body.get("payload"),
-                method_body.get("responseTimeoutInSeconds"),
+                method_body.get("timeoutInSeconds") if response_timeout is None else response_timeout,
                 method_body.get("connectTimeoutInSeconds"),
             )
         else:
@@ -333,12 +348,13 @@ class Job:
 
     @classmethod
     def from_request(cls, request: JobRequest, now: datetime, *, schedule_id: str | None = None) -> Job:
-        """A new job for ``request``: scheduled when it starts later, otherwise queued."""
-        status = JobStatus.SCHEDULED if request.start_time > now else JobStatus.QUEUED
+        """A new job for ``request``: always ``queued``, as IoT Hub answers its creation; the
+        job runner makes one that starts later ``scheduled`` (queued -> scheduled -> queued
+        at its start time -> running)."""
         return cls(
             job_id=request.job_id,
             job_type=request.job_type,
-            status=status,
+            status=JobStatus.QUEUED,
             query_condition=request.query_condition,
             created_time=now,
             start_time=request.start_time,

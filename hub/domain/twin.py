@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from hub.domain.devices import ConnectionState, DeviceStatus, etag_of
+from hub.domain.devices import SAS_AUTH, ConnectionState, DeviceAuth, DeviceStatus, etag_of
 from hub.domain.json import JsonObject, JsonValue
-from hub.errors import TwinLimitError
+from hub.errors import BadRequestError, TwinLimitError
 
 __all__ = [
     "LIMITS",
@@ -24,6 +24,7 @@ __all__ = [
     "Section",
     "Twin",
     "TwinLimits",
+    "TwinPatch",
     "apply_desired_patch",
     "apply_reported_patch",
     "apply_tags_patch",
@@ -33,6 +34,7 @@ __all__ = [
     "isoformat",
     "json_size",
     "merge_patch",
+    "parse_twin_patch",
     "replace_tags_and_desired",
     "strip_system_keys",
     "twin_document",
@@ -90,10 +92,16 @@ class Twin:
     status_updated_time: datetime | None = None
     connection_state: ConnectionState = ConnectionState.DISCONNECTED
     last_activity_time: datetime | None = None
+    device_revision: int = 1  # the device identity's etag_revision (``deviceEtag``)
+    auth: DeviceAuth = SAS_AUTH
 
     @property
     def etag(self) -> str:
         return etag_of(self.revision)
+
+    @property
+    def device_etag(self) -> str:
+        return etag_of(self.device_revision)
 
 
 def isoformat(moment: datetime) -> str:
@@ -334,10 +342,14 @@ def replace_tags_and_desired(
 # -- documents ---------------------------------------------------------------------------
 
 
+# IoT Hub's "never": a section nobody has written shows this as its $lastUpdated.
+NEVER_UPDATED = "0001-01-01T00:00:00Z"
+
+
 def _section_document(props: PropertySet, with_metadata: bool) -> JsonObject:
     doc: JsonObject = dict(props.properties)
     if with_metadata:
-        doc["$metadata"] = props.metadata or {"$lastUpdated": None}
+        doc["$metadata"] = props.metadata or {"$lastUpdated": NEVER_UPDATED}
     doc["$version"] = props.version
     return doc
 
@@ -347,15 +359,15 @@ def twin_document(twin: Twin) -> JsonObject:
     return {
         "deviceId": twin.device_id,
         "etag": twin.etag,
-        "deviceEtag": twin.etag,
+        "deviceEtag": twin.device_etag,
         "status": twin.status.value,
         "statusReason": twin.status_reason,
         "statusUpdateTime": isoformat(twin.status_updated_time) if twin.status_updated_time else None,
         "connectionState": twin.connection_state.value,
         "lastActivityTime": isoformat(twin.last_activity_time) if twin.last_activity_time else None,
         "cloudToDeviceMessageCount": 0,
-        "authenticationType": "sas",
-        "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+        "authenticationType": twin.auth.kind.value,
+        "x509Thumbprint": twin.auth.thumbprint_document(),
         "version": twin.version,
         "capabilities": {"iotEdge": False},
         "tags": dict(twin.tags),
@@ -379,3 +391,104 @@ def desired_notification(patch: JsonObject, version: int) -> JsonObject:
 
 
 TwinSectionName = Literal["tags", "desired", "reported"]
+
+
+# -- back-end patch bodies ---------------------------------------------------------------
+
+# What a twin body may carry besides tags and properties: the twin's read-only fields, which
+# the SDKs echo back when they send a twin they read (Python's Twin model, Node's Twin class).
+# IoT Hub ignores them, and so does the hub.
+TWIN_READ_ONLY_FIELDS = frozenset(
+    {
+        "deviceId",
+        "moduleId",
+        "etag",
+        "deviceEtag",
+        "version",
+        "status",
+        "statusReason",
+        "statusUpdateTime",
+        "connectionState",
+        "lastActivityTime",
+        "cloudToDeviceMessageCount",
+        "authenticationType",
+        "x509Thumbprint",
+        "capabilities",
+        "deviceScope",
+        "parentScopes",
+        "modelId",
+        "$metadata",
+        "$version",
+    }
+)
+_TWIN_FIELDS = TWIN_READ_ONLY_FIELDS | {"tags", "properties", "desired"}
+_PROPERTIES_FIELDS = frozenset({"desired", "reported"})
+
+
+@dataclass(frozen=True, slots=True)
+class TwinPatch:
+    """What a back end asks to change in a twin: ``tags`` and ``desired`` (None: leave alone)."""
+
+    tags: JsonObject | None = None
+    desired: JsonObject | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.tags is None and self.desired is None
+
+    def document(self) -> JsonObject:
+        """The patch in IoT Hub's twin shape: ``{"tags": ..., "properties": {"desired": ...}}``."""
+        doc: JsonObject = {}
+        if self.tags is not None:
+            doc["tags"] = self.tags
+        if self.desired is not None:
+            doc["properties"] = {"desired": self.desired}
+        return doc
+
+
+def _object_or_none(value: JsonValue, where: str) -> JsonObject | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequestError(f"{where} must be a JSON object")
+    return value
+
+
+def parse_twin_patch(body: object, *, where: str = "twin", reported: Literal["ignore", "refuse"]) -> TwinPatch:
+    """A back end's twin body (``PATCH``/``PUT /twins/{id}``, a job's ``updateTwin``) as a TwinPatch.
+
+    ``tags`` and ``properties.desired`` are what it changes; ``desired`` at the top level is
+    the 2016 preview spelling of ``properties.desired`` (both at once is an error). The
+    twin's read-only fields (TWIN_READ_ONLY_FIELDS) are accepted and ignored; any other key
+    is a BadRequestError that names it. ``properties.reported`` is read-only too: ignored
+    where SDKs echo a whole twin (``reported="ignore"``), and where it cannot be an echo (a
+    job) accepted only empty. The sections' contents are checked by validate_section
+    (limits), not here."""
+    if not isinstance(body, dict):
+        raise BadRequestError(f"{where} must be a JSON object")
+    unknown = sorted(set(body) - _TWIN_FIELDS)
+    if unknown:
+        raise BadRequestError(
+            f"{where} has unknown field {unknown[0]!r}: a twin patch takes tags and properties.desired"
+        )
+    tags = _object_or_none(body.get("tags"), f"{where}.tags")
+    desired = _object_or_none(body.get("desired"), f"{where}.desired")
+    properties = _object_or_none(body.get("properties"), f"{where}.properties")
+    if properties is not None:
+        unknown = sorted(set(properties) - _PROPERTIES_FIELDS)
+        if unknown:
+            raise BadRequestError(
+                f"{where}.properties has unknown field {unknown[0]!r}: it holds desired (and read-only reported)"
+            )
+        nested = _object_or_none(properties.get("desired"), f"{where}.properties.desired")
+        if nested is not None:
+            if desired is not None:
+                raise BadRequestError(
+                    f"{where} gives both desired and properties.desired; use properties.desired "
+                    "(top-level desired is the 2016 preview spelling of the same thing)"
+                )
+            desired = nested
+        reported_section = _object_or_none(properties.get("reported"), f"{where}.properties.reported")
+        if reported == "refuse" and reported_section:
+            raise BadRequestError(f"{where} may change only tags and properties.desired, not properties.reported")
+    return TwinPatch(tags, desired)

@@ -6,10 +6,15 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from hub.domain.certificates import check_device_certificate
 from hub.domain.clock import Clock
-from hub.domain.devices import DeviceStatus
+from hub.domain.devices import Device, DeviceStatus
+from hub.engine.certificates import CertificateService
 from hub.engine.methods import MethodService
 from hub.engine.ports import DeviceStore
 from hub.engine.presence import PresenceService
@@ -44,26 +49,84 @@ def _username_names(username: str | None, client_id: str) -> bool:
 
 
 class DeviceAuthenticator:
-    """SAS-token login: an HMAC per new token, then a cache keyed by a digest of the token and
-    the keys it was checked against (a re-key or a disable invalidates it by construction).
+    """Device logins: a SAS token (``password``) for sas devices, a TLS client certificate
+    (``certificates``, the DER chain the device sent) for X.509 devices.
 
-    Everything that needs no key is checked first (length, form, expiry, lifetime, the device
-    the username and the token name, the hub ``hostname`` when given), so most bad logins cost
-    neither a database read nor an HMAC.
+    SAS: an HMAC per new token, then a cache keyed by a digest of the token and the keys it was
+    checked against (a re-key or a disable invalidates it by construction). Everything that
+    needs no key is checked first (length, form, expiry, lifetime, the device the username and
+    the token name, the hub ``hostname`` when given), so most bad logins cost neither a
+    database read nor an HMAC.
+
+    X.509: hub.domain.certificates decides, against the CAs of ``certificates``. Which CA
+    admitted each certificateAuthority device is remembered, so that deleting or replacing
+    that CA can drop the devices it no longer admits (``admitted_by``).
     """
 
     def __init__(
-        self, store: DeviceStore, clock: Clock, *, max_token_lifetime: int, hostname: str | None = None
+        self,
+        store: DeviceStore,
+        clock: Clock,
+        *,
+        max_token_lifetime: int,
+        hostname: str | None = None,
+        certificates: CertificateService | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._max_lifetime = max_token_lifetime
         self._hosts = hub_hosts(hostname) if hostname else None
+        self._certificates = certificates
         self._verified: OrderedDict[tuple[bytes, str, str, str], bool] = OrderedDict()
+        self._admitted_by: dict[str, bytes] = {}
 
-    async def authenticate(self, client_id: str, username: str | None, password: str | None) -> bool:
-        if not client_id or not password or not _username_names(username, client_id):
+    def admitted_by(self, authority: x509.Certificate) -> list[str]:
+        """The devices whose last certificate login ``authority`` admitted."""
+        fingerprint = authority.fingerprint(hashes.SHA256())
+        return [device_id for device_id, by in self._admitted_by.items() if by == fingerprint]
+
+    async def authenticate(
+        self, client_id: str, username: str | None, password: str | None, certificates: Sequence[bytes] = ()
+    ) -> bool:
+        if not client_id or not _username_names(username, client_id):
             return False
+        if password:
+            return await self._check_token(client_id, password)
+        if certificates:
+            return await self._check_certificate(client_id, certificates)
+        return False
+
+    async def _device(self, client_id: str) -> Device | None:
+        try:
+            device = await self._store.get_device(client_id)
+        except DeviceNotFoundError:
+            return None
+        except ServiceUnavailableError:
+            log.warning("login of %s refused: database unavailable", client_id)
+            return None
+        return device if device.status is DeviceStatus.ENABLED else None
+
+    async def _check_certificate(self, client_id: str, chain: Sequence[bytes]) -> bool:
+        device = await self._device(client_id)
+        if device is None:
+            return False
+        if device.auth.uses_keys:
+            log.info("refused certificate login of %s: the device authenticates with SAS tokens", client_id)
+            return False
+        try:
+            authorities = await self._certificates.authorities() if self._certificates is not None else []
+        except ServiceUnavailableError:
+            log.warning("login of %s refused: database unavailable", client_id)
+            return False
+        check = check_device_certificate(client_id, device.auth, chain, authorities, self._clock.now())
+        if not check.admitted:
+            log.info("refused certificate login of %s: %s", client_id, check.refusal)
+            return False
+        if check.authority is not None:
+            self._admitted_by[client_id] = check.authority.fingerprint(hashes.SHA256())
+        return True
+
+    async def _check_token(self, client_id: str, password: str) -> bool:
         if len(password) > _MAX_TOKEN_CHARS:
             return False
         try:
@@ -78,14 +141,8 @@ class DeviceAuthenticator:
             return False
         if self._hosts is not None and resource_host(host) not in self._hosts:
             return False  # signed for another hub: the same keys may be registered there
-        try:
-            device = await self._store.get_device(client_id)
-        except DeviceNotFoundError:
-            return False
-        except ServiceUnavailableError:
-            log.warning("login of %s refused: database unavailable", client_id)
-            return False
-        if device.status is not DeviceStatus.ENABLED:
+        device = await self._device(client_id)
+        if device is None or device.keys is None:
             return False
         # A digest, not the token: the cache must not grow with what clients choose to send.
         digest = hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest()
@@ -115,8 +172,10 @@ class DeviceBus:
         self.connect_listeners: list[Callable[[str], None]] = []
         """Called with the device id after each connection (the job runner's offline devices)."""
 
-    async def authenticate(self, client_id: str, username: str | None, password: str | None) -> bool:
-        return await self._auth.authenticate(client_id, username, password)
+    async def authenticate(
+        self, client_id: str, username: str | None, password: str | None, certificates: Sequence[bytes] = ()
+    ) -> bool:
+        return await self._auth.authenticate(client_id, username, password, certificates)
 
     async def on_connected(self, device_id: str) -> None:
         self._presence.connected(device_id)

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from hub.domain.jobs import Job, JobEvent, JobEventKind, JobStatus, JobType, check_job_transition
+from hub.domain.twin import isoformat
 from hub.engine.jobruns import JobRun, JobRunContext, MethodJobRun, RunEnd, TwinJobRun, resolve_devices
 from hub.engine.metrics import JOBS_FINISHED
 from hub.errors import ConcurrencyConflictError, JobNotFoundError, ServiceUnavailableError
@@ -113,6 +114,8 @@ class JobRunner:
         """One pass: queue jobs whose start time came, renew leases, start what fits, purge."""
         store, clock, writer = self._ctx.store, self._ctx.clock, self._ctx.writer
         now = clock.now()
+        for job in await store.defer_future_jobs(now):
+            writer.event(self._status_event(job, f"starts at {isoformat(job.start_time)}; scheduled"))
         for job in await store.promote_due_jobs(now):
             writer.event(self._status_event(job, "start time reached; queued"))
         if clock.monotonic() >= self._next_renewal:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from hub.domain.devices import ConnectionState, Device
+from hub.domain.certificates import CaCertificate
+from hub.domain.devices import ConnectionState, Device, DeviceStatus
 from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus, Job, JobEvent, JobStatus, JobType
 from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
@@ -29,6 +30,7 @@ from hub.domain.twin import Twin
 from hub.query.ast import Expr, Query
 
 __all__ = [
+    "CertificateStore",
     "DeviceEvents",
     "DeviceLink",
     "DeviceStore",
@@ -61,6 +63,10 @@ class DeviceStore(Protocol):
         ...
 
     async def count_devices(self) -> int: ...
+
+    async def count_devices_by_status(self) -> dict[DeviceStatus, int]:
+        """How many devices have each status (every status present, 0 when none)."""
+        ...
 
     async def update_device(self, device: Device, *, expected_revision: int) -> Device:
         """Write identity fields (keys, status, status_reason, status_updated_time); the stored
@@ -121,6 +127,31 @@ class PolicyStore(Protocol):
 
     async def add_policies(self, policies: Sequence[AccessPolicy]) -> None:
         """Insert policies whose names are not present yet; existing ones are kept as they are."""
+        ...
+
+
+class CertificateStore(Protocol):
+    """CA certificates operators registered; names are unique, ``revision`` versions a row."""
+
+    async def add_certificate(self, certificate: CaCertificate) -> None:
+        """Insert a new one; CertificateAlreadyExistsError when the name is taken."""
+        ...
+
+    async def replace_certificate(self, certificate: CaCertificate, *, expected_revision: int | None) -> CaCertificate:
+        """Overwrite an existing one (its pem and updated_time; created_time stays); the stored
+        revision becomes the old one + 1, checked against ``expected_revision`` when given
+        (ConcurrencyConflictError); CertificateNotFoundError when absent."""
+        ...
+
+    async def get_certificate(self, name: str) -> CaCertificate: ...
+
+    async def list_certificates(self) -> list[CaCertificate]:
+        """All of them, in name order."""
+        ...
+
+    async def remove_certificate(self, name: str, *, expected_revision: int | None) -> None:
+        """Delete one; CertificateNotFoundError when absent, ConcurrencyConflictError when
+        ``expected_revision`` is given and differs."""
         ...
 
 
@@ -208,7 +239,8 @@ class JobStore(Protocol):
         statuses: Sequence[JobStatus],
         exclude: Sequence[str] = (),
     ) -> list[Job]:
-        """Lease up to ``limit`` jobs in ``statuses``, other than the job ids in ``exclude``
+        """Lease up to ``limit`` jobs in ``statuses`` whose start_time has come (at or before
+        ``now``), other than the job ids in ``exclude``
         (those the node runs already), whose lease is free, expired (before ``now``) or
         already this node's: they get ``acquired_by = node_id`` and
         ``acquired_until = now + lease_seconds`` (and a new revision). Concurrent callers never
@@ -260,6 +292,11 @@ class JobStore(Protocol):
     async def promote_due_jobs(self, now: datetime) -> list[Job]:
         """Scheduled jobs whose start_time is at or before ``now`` become queued (with a new
         revision), in one statement; returns them as stored."""
+        ...
+
+    async def defer_future_jobs(self, now: datetime) -> list[Job]:
+        """Queued jobs whose start_time is after ``now`` (new ones that start later) become
+        scheduled (with a new revision), in one statement; returns them as stored."""
         ...
 
     async def add_job_events(self, events: Sequence[JobEvent]) -> list[JobEvent]:
@@ -326,7 +363,9 @@ class ScheduleStore(Protocol):
         ...
 
 
-class Store(DeviceStore, TwinStore, PresenceStore, PolicyStore, QueryStore, JobStore, ScheduleStore, Protocol):
+class Store(
+    DeviceStore, TwinStore, PresenceStore, PolicyStore, CertificateStore, QueryStore, JobStore, ScheduleStore, Protocol
+):
     async def ping(self) -> None:
         """Raise ServiceUnavailableError when the database cannot be reached."""
         ...
@@ -353,8 +392,12 @@ class DeviceLink(Protocol):
 class DeviceEvents(Protocol):
     """The engine's side, called by the gateway for everything a device does."""
 
-    async def authenticate(self, client_id: str, username: str | None, password: str | None) -> bool:
-        """True when the CONNECT credentials are a valid SAS token for this device id."""
+    async def authenticate(
+        self, client_id: str, username: str | None, password: str | None, certificates: Sequence[bytes] = ()
+    ) -> bool:
+        """True when the CONNECT credentials log in as this device id: a valid SAS token as
+        ``password``, or, for an X.509 device, the TLS client certificate chain ``certificates``
+        (DER, leaf first, as the device sent it)."""
         ...
 
     async def on_connected(self, device_id: str) -> None: ...

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hub.domain.clock import Clock
-from hub.domain.devices import Device, DeviceStatus, SymmetricKeys, etag_matches, new_device, validate_device_id
+from hub.domain.devices import (
+    Device,
+    DeviceAuth,
+    DeviceStatus,
+    SymmetricKeys,
+    etag_matches,
+    new_device,
+    validate_device_id,
+)
 from hub.engine.ports import DeviceLink, Store
 from hub.engine.presence import PresenceService
 from hub.errors import (
@@ -28,11 +36,17 @@ MAX_BULK = 1000
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
-    """What a caller may set on a device; ``None`` keys mean 'generate' (create) or 'keep' (update)."""
+    """What a caller may set on a device. ``auth`` None means sas on create and 'keep' on
+    update; ``keys`` None means 'generate' (create, or a switch to sas) or 'keep' (update)."""
 
     keys: SymmetricKeys | None = None
     status: DeviceStatus = DeviceStatus.ENABLED
     status_reason: str | None = None
+    auth: DeviceAuth | None = None
+
+    def __post_init__(self) -> None:
+        if self.keys is not None and self.auth is not None and not self.auth.uses_keys:
+            raise BadRequestError(f"symmetric keys are for sas devices, not {self.auth.kind.value}")
 
 
 class ImportMode(StrEnum):
@@ -84,6 +98,9 @@ class RegistryService:
     async def count_devices(self) -> int:
         return await self._store.count_devices()
 
+    async def count_devices_by_status(self) -> dict[DeviceStatus, int]:
+        return await self._store.count_devices_by_status()
+
     async def put_device(self, device_id: str, spec: DeviceSpec, if_match: str | None) -> Device:
         """IoT Hub's PUT: create when absent (no If-Match), otherwise update under If-Match."""
         validate_device_id(device_id)
@@ -95,7 +112,12 @@ class RegistryService:
 
     def _new(self, device_id: str, spec: DeviceSpec) -> Device:
         return new_device(
-            device_id, self._clock.now(), keys=spec.keys, status=spec.status, status_reason=spec.status_reason
+            device_id,
+            self._clock.now(),
+            keys=spec.keys,
+            auth=spec.auth or DeviceAuth(),
+            status=spec.status,
+            status_reason=spec.status_reason,
         )
 
     async def _update(self, device_id: str, spec: DeviceSpec, if_match: str | None) -> Device:
@@ -105,16 +127,23 @@ class RegistryService:
                 f"etag {if_match} does not match the device's etag {current.etag}", device_id=device_id
             )
         changes: dict[str, object] = {"status_reason": spec.status_reason}
-        if spec.keys is not None:
+        auth = spec.auth or current.auth
+        if auth != current.auth:
+            changes["auth"] = auth
+        if not auth.uses_keys:
+            changes["keys"] = None
+        elif spec.keys is not None:
             changes["keys"] = spec.keys
+        elif current.keys is None:  # a certificate device turned into a sas one
+            changes["keys"] = SymmetricKeys.generate()
         if spec.status != current.status:
             changes["status"] = spec.status
             changes["status_updated_time"] = self._clock.now()
         updated = await self._store.update_device(
             current.with_changes(**changes), expected_revision=current.etag_revision
         )
-        if updated.status is DeviceStatus.DISABLED or updated.keys != current.keys:
-            # Old tokens must stop working at once: drop the live connection.
+        if updated.status is DeviceStatus.DISABLED or updated.keys != current.keys or updated.auth != current.auth:
+            # Old tokens and certificates must stop working at once: drop the live connection.
             await self._disconnect(device_id)
         return self._presence.overlay_device(updated)
 

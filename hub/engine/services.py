@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from cryptography import x509
 
 from hub.domain.clock import Clock
 from hub.domain.policies import AccessPolicy
+from hub.engine.certificates import CertificateService
 from hub.engine.devicebus import DeviceAuthenticator, DeviceBus
 from hub.engine.jobresults import ResultWriter
 from hub.engine.jobrunner import JobRunner
@@ -32,6 +36,7 @@ class Services:
     registry: RegistryService
     twins: TwinService
     methods: MethodService
+    certificates: CertificateService
     devices: DeviceBus
     query: QueryService
     jobs: JobService
@@ -60,12 +65,22 @@ class Services:
         max_twin_gets_per_device: int = MAX_TWIN_GETS_PER_DEVICE,
         schedule_grace_seconds: int = DEFAULT_GRACE_SECONDS,
         schedule_run_history: int = DEFAULT_RUN_HISTORY,
+        device_cas: Sequence[x509.Certificate] = (),
     ) -> Services:
         presence = PresenceService(store, clock, flush_interval=flush_interval)
         registry = RegistryService(store, clock, presence, link)
         twins = TwinService(store, clock, presence, link, max_twin_gets_per_device=max_twin_gets_per_device)
         methods = MethodService(store, link, max_calls_per_device=max_method_calls_per_device)
-        auth = DeviceAuthenticator(store, clock, max_token_lifetime=max_token_lifetime, hostname=hostname)
+        certificates = CertificateService(store, clock, static=device_cas)
+        auth = DeviceAuthenticator(
+            store, clock, max_token_lifetime=max_token_lifetime, hostname=hostname, certificates=certificates
+        )
+
+        async def revoke(authority: x509.Certificate) -> None:
+            for device_id in auth.admitted_by(authority):
+                await link.disconnect(device_id)
+
+        certificates.revoke = revoke
         bus = DeviceBus(auth, presence, twins, methods)
         query = QueryService(store, presence)
         runner = JobRunner(
@@ -98,6 +113,7 @@ class Services:
             registry=registry,
             twins=twins,
             methods=methods,
+            certificates=certificates,
             devices=bus,
             query=query,
             jobs=jobs,

@@ -17,6 +17,7 @@ from hub.domain.twin import (
     apply_twin_patch,
     desired_notification,
     device_twin_document,
+    parse_twin_patch,
     replace_tags_and_desired,
 )
 from hub.engine.ports import DeviceLink, Store
@@ -56,29 +57,6 @@ def decode_json_object(payload: bytes, what: str) -> JsonObject:
     if not isinstance(value, dict):
         raise BadRequestError(f"{what} must be a JSON object")
     return value
-
-
-def _desired_of(body: JsonObject) -> JsonObject | None:
-    properties = body.get("properties")
-    if properties is None:
-        return None
-    if not isinstance(properties, dict):
-        raise BadRequestError("properties must be a JSON object")
-    desired = properties.get("desired")
-    if desired is None:
-        return None
-    if not isinstance(desired, dict):
-        raise BadRequestError("properties.desired must be a JSON object")
-    return desired
-
-
-def _tags_of(body: JsonObject) -> JsonObject | None:
-    tags = body.get("tags")
-    if tags is None:
-        return None
-    if not isinstance(tags, dict):
-        raise BadRequestError("tags must be a JSON object")
-    return tags
 
 
 class TwinService:
@@ -142,8 +120,8 @@ class TwinService:
         raise ConcurrencyConflictError(f"twin {device_id!r} is changing too fast; try again", device_id=device_id)
 
     async def patch_twin(self, device_id: str, body: JsonObject, if_match: str | None = None) -> Twin:
-        tags = _tags_of(body)
-        desired = _desired_of(body)
+        patch = parse_twin_patch(body, reported="ignore")
+        tags, desired = patch.tags, patch.desired
         now = self._clock.now()
 
         twin = await self._write(device_id, if_match, lambda t: apply_twin_patch(t, tags, desired, now))
@@ -153,8 +131,9 @@ class TwinService:
         return twin
 
     async def replace_twin(self, device_id: str, body: JsonObject, if_match: str | None = None) -> Twin:
-        tags = _tags_of(body) or {}
-        desired = _desired_of(body) or {}
+        given = parse_twin_patch(body, reported="ignore")
+        tags = given.tags or {}
+        desired = given.desired or {}
         now = self._clock.now()
         previous: dict[str, JsonObject] = {}
 

@@ -194,7 +194,12 @@ def parse_query(text: str) -> Query:
 
 
 def parse_condition(text: str, source: Source = Source.DEVICES) -> Expr | None:
-    """Parse and type-check a job's ``queryCondition``: the WHERE part alone, or ``*`` (all: None)."""
+    """Parse and type-check a job's ``queryCondition``: the WHERE part alone, or ``*`` (all: None).
+
+    The 2016 preview of IoT Hub jobs (and its tutorial) took a whole ``SELECT * FROM devices
+    [WHERE ...]`` there; that spelling is accepted and means its WHERE part. Other full
+    queries (projections, TOP, GROUP BY, another source) are refused: a job needs a set of
+    devices, nothing else."""
     _check_length(text)
     stripped = text.strip()
     if stripped == "*":
@@ -205,8 +210,10 @@ def parse_condition(text: str, source: Source = Source.DEVICES) -> Expr | None:
             text, start, "found an empty condition, expected a condition, or * for every device", kind="Syntax error"
         )
     first_word = re.match(r"\w+", stripped)
-    if first_word is not None and first_word.group().upper() in ("SELECT", "WHERE"):
-        keyword = first_word.group().upper()
+    keyword = first_word.group().upper() if first_word is not None else None
+    if keyword == "SELECT" and source is Source.DEVICES:
+        return _preview_condition(text, start)
+    if keyword in ("SELECT", "WHERE"):
         raise query_error(
             text,
             start,
@@ -219,6 +226,25 @@ def parse_condition(text: str, source: Source = Source.DEVICES) -> Expr | None:
     builder = _Builder(text, source)
     builder.context = "in a condition"
     return check_condition(builder.expr(tree.children[0]), source, text)
+
+
+def _preview_condition(text: str, start: int) -> Expr | None:
+    query = parse_query(text)
+    if (
+        query.source is not Source.DEVICES
+        or not isinstance(query.select, Star)
+        or query.top is not None
+        or query.group_by
+    ):
+        raise query_error(
+            text,
+            start,
+            "found a query that selects more than SELECT * FROM devices, expected only the condition of a WHERE "
+            "clause (a queryCondition is like deviceId IN ['d1', 'd2'], or * for every device; the 2016 preview's "
+            "SELECT * FROM devices [WHERE ...] is accepted too)",
+            kind="Syntax error",
+        )
+    return query.where
 
 
 def _check_length(text: str) -> None:

@@ -158,6 +158,10 @@ DEVICES_TABLE: Final = TableSchema(
         "status_updated_time",
         "connection_state",
         "last_activity_time",
+        "etag_revision",
+        "auth_type",
+        "primary_thumbprint",
+        "secondary_thumbprint",
     ),
 )
 DEVICE_JOBS_TABLE: Final = TableSchema(

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import RowMapping
 
-from hub.domain.devices import ConnectionState, Device, DeviceStatus, SymmetricKeys, etag_of
+from hub.domain.devices import AuthKind, ConnectionState, Device, DeviceAuth, DeviceStatus, SymmetricKeys, etag_of
 from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventKind, JobStatus, JobType
 from hub.domain.json import JsonObject
 from hub.domain.methods import MethodRequest
@@ -36,11 +36,17 @@ __all__ = [
 ]
 
 
+def _auth_from_row(row: RowMapping) -> DeviceAuth:
+    return DeviceAuth(AuthKind(row["auth_type"]), row["primary_thumbprint"], row["secondary_thumbprint"])
+
+
 def device_from_row(row: RowMapping) -> Device:
+    auth = _auth_from_row(row)
     return Device(
         device_id=row["device_id"],
         generation_id=row["generation_id"],
-        keys=SymmetricKeys(row["primary_key"], row["secondary_key"]),
+        keys=SymmetricKeys(row["primary_key"], row["secondary_key"]) if auth.uses_keys else None,
+        auth=auth,
         status=DeviceStatus(row["status"]),
         status_reason=row["status_reason"],
         status_updated_time=row["status_updated_time"],
@@ -54,9 +60,14 @@ def device_from_row(row: RowMapping) -> Device:
 
 def device_identity_values(device: Device) -> dict[str, Any]:
     """The columns ``update_device`` may change."""
+    keys = device.keys
     return {
-        "primary_key": device.keys.primary,
-        "secondary_key": device.keys.secondary,
+        # Certificate devices have no keys; the columns are NOT NULL, so they hold ''.
+        "primary_key": keys.primary if keys is not None else "",
+        "secondary_key": keys.secondary if keys is not None else "",
+        "auth_type": device.auth.kind.value,
+        "primary_thumbprint": device.auth.primary_thumbprint,
+        "secondary_thumbprint": device.auth.secondary_thumbprint,
         "status": device.status.value,
         "status_reason": device.status_reason,
         "status_updated_time": device.status_updated_time,
@@ -119,6 +130,8 @@ def twin_from_row(row: RowMapping) -> Twin:
         status_updated_time=row["status_updated_time"],
         connection_state=ConnectionState(row["connection_state"]),
         last_activity_time=row["last_activity_time"],
+        device_revision=row["etag_revision"],
+        auth=_auth_from_row(row),
     )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.domain.clock import Clock, SystemClock
-from hub.domain.devices import ConnectionState, Device
+from hub.domain.devices import ConnectionState, Device, DeviceStatus
 from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus, Job, JobEvent, JobStatus, JobType
 from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
@@ -28,6 +28,7 @@ from hub.errors import (
     JobNotFoundError,
 )
 from hub.query.ast import Expr, Query
+from hub.storage.certificates import SqlCertificateStore
 from hub.storage.engines import create_engine
 from hub.storage.failures import translate_errors
 from hub.storage.mappers import (
@@ -82,6 +83,9 @@ _DEVICE_COLUMNS = tuple(
         "last_activity_time",
         "etag_revision",
         "created_time",
+        "auth_type",
+        "primary_thumbprint",
+        "secondary_thumbprint",
     )
 )
 _TWIN_COLUMNS = tuple(
@@ -102,6 +106,10 @@ _TWIN_COLUMNS = tuple(
         "status_updated_time",
         "connection_state",
         "last_activity_time",
+        "etag_revision",
+        "auth_type",
+        "primary_thumbprint",
+        "secondary_thumbprint",
     )
 )
 # Well under both SQLite's (32766) and PostgreSQL's (32767) bound-parameter limits.
@@ -244,7 +252,7 @@ def _first_by_key(items: Sequence[dict[str, Any]], key: str) -> list[dict[str, A
     return list(rows.values())
 
 
-class SqlStore(SqlScheduleStore):
+class SqlStore(SqlScheduleStore, SqlCertificateStore):
     """Implements hub.engine.ports.Store; build one with ``SqlStore.open(url)``."""
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
@@ -348,6 +356,14 @@ class SqlStore(SqlScheduleStore):
         query = sa.select(sa.func.count()).select_from(_devices)
         async with self._begin() as connection:
             return int((await connection.execute(query)).scalar_one())
+
+    async def count_devices_by_status(self) -> dict[DeviceStatus, int]:
+        query = sa.select(_devices.c.status, sa.func.count()).group_by(_devices.c.status)
+        counts = dict.fromkeys(DeviceStatus, 0)
+        async with self._begin() as connection:
+            for status, count in await connection.execute(query):
+                counts[DeviceStatus(status)] = int(count)
+        return counts
 
     async def update_device(self, device: Device, *, expected_revision: int) -> Device:
         statement = (
@@ -706,6 +722,7 @@ class SqlStore(SqlScheduleStore):
             return []
         available = sa.and_(
             _jobs.c.status.in_([status.value for status in statuses]),
+            _jobs.c.start_time <= now,
             _jobs.c.job_id.not_in(list(exclude)) if exclude else sa.true(),
             lease_is_free(_jobs, node_id, now),
         )
@@ -726,11 +743,16 @@ class SqlStore(SqlScheduleStore):
         return sorted(jobs, key=lambda job: (job.start_time, job.job_id))
 
     async def promote_due_jobs(self, now: datetime) -> list[Job]:
+        due = sa.and_(_jobs.c.status == JobStatus.SCHEDULED.value, _jobs.c.start_time <= now)
+        return await self._move_jobs(due, JobStatus.QUEUED)
+
+    async def defer_future_jobs(self, now: datetime) -> list[Job]:
+        later = sa.and_(_jobs.c.status == JobStatus.QUEUED.value, _jobs.c.start_time > now)
+        return await self._move_jobs(later, JobStatus.SCHEDULED)
+
+    async def _move_jobs(self, where: sa.ColumnElement[bool], status: JobStatus) -> list[Job]:
         statement = (
-            sa.update(_jobs)
-            .where(_jobs.c.status == JobStatus.SCHEDULED.value, _jobs.c.start_time <= now)
-            .values(status=JobStatus.QUEUED.value, revision=_jobs.c.revision + 1)
-            .returning(*_jobs.c)
+            sa.update(_jobs).where(where).values(status=status.value, revision=_jobs.c.revision + 1).returning(*_jobs.c)
         )
         async with self._begin() as connection:
             rows = (await connection.execute(statement)).mappings().all()

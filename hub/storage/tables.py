@@ -14,6 +14,7 @@ __all__ = [
     "JSON_TYPE",
     "NULLABLE_JSON_TYPE",
     "AccessPolicyRow",
+    "CertificateRow",
     "DeviceJobRow",
     "DeviceRow",
     "JobEventRow",
@@ -21,6 +22,7 @@ __all__ = [
     "ScheduleRow",
     "UtcDateTime",
     "access_policies_table",
+    "certificates_table",
     "device_jobs_table",
     "devices_table",
     "job_events_table",
@@ -98,6 +100,10 @@ class DeviceRow(SQLModel, table=True):
     last_activity_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
     etag_revision: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     created_time: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    # hub.domain.devices.AuthKind; devices with certificates keep '' in the key columns.
+    auth_type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False, server_default="sas"))
+    primary_thumbprint: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
+    secondary_thumbprint: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
     tags: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSON_TYPE, nullable=False))
     desired: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSON_TYPE, nullable=False))
     desired_metadata: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSON_TYPE, nullable=False))
@@ -220,9 +226,23 @@ class AccessPolicyRow(SQLModel, table=True):
     rights: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
 
 
+class CertificateRow(SQLModel, table=True):
+    """A CA certificate an operator registered (hub.domain.certificates.CaCertificate)."""
+
+    __tablename__ = "certificates"
+
+    name: str = Field(sa_column=sa.Column(sa.String(256), primary_key=True))
+    pem: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    thumbprint: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    created_time: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    updated_time: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    revision: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
 metadata: sa.MetaData = SQLModel.metadata
 devices_table: sa.Table = DeviceRow.__table__  # type: ignore[attr-defined]
 access_policies_table: sa.Table = AccessPolicyRow.__table__  # type: ignore[attr-defined]
+certificates_table: sa.Table = CertificateRow.__table__  # type: ignore[attr-defined]
 device_jobs_table: sa.Table = DeviceJobRow.__table__  # type: ignore[attr-defined]
 jobs_table: sa.Table = JobRow.__table__  # type: ignore[attr-defined]
 job_events_table: sa.Table = JobEventRow.__table__  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,16 @@ def later() -> str:
     return (datetime.now(UTC) + timedelta(hours=1)).isoformat()
 
 
+async def until_status(api: httpx.AsyncClient, job_id: str, status: str, timeout: float = 10) -> dict[str, Any]:
+    """The job's document once the runner has moved it to ``status``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            doc: dict[str, Any] = (await api.get(f"/jobs/v2/{job_id}")).json()
+            if doc["status"] == status:
+                return doc
+            await asyncio.sleep(0.05)
+
+
 def error_code(response: httpx.Response) -> str:
     return response.headers.get("iothub-errorcode", "")
 
@@ -76,7 +87,9 @@ async def test_create_twin_job_scheduled_for_later(api: httpx.AsyncClient) -> No
     response = await api.put("/jobs/v2/twin-1", json=twin_job(startTime=later))
     assert response.status_code == 200, response.text
     doc = response.json()
-    assert doc["status"] == "scheduled"
+    # IoT Hub's sequence: the create answers queued; a job that starts later becomes scheduled.
+    assert doc["status"] == "queued"
+    assert (await until_status(api, "twin-1", "scheduled"))["startTime"] == doc["startTime"]
     assert doc["type"] == "scheduleUpdateTwin"
     assert doc["updateTwin"] == {"tags": {"fw": "2.0"}, "properties": {"desired": {"interval": 5}}}
     assert doc["maxExecutionTimeInSeconds"] == 3600
@@ -124,6 +137,7 @@ async def test_invalid_requests_are_400(
 
 async def test_get_job_with_statistics(api: httpx.AsyncClient) -> None:
     await api.put("/jobs/v2/g1", json=method_job(startTime=later()))
+    await until_status(api, "g1", "scheduled")
     response = await api.get("/jobs/v2/g1")
     assert response.status_code == 200
     doc = response.json()
@@ -184,6 +198,8 @@ async def test_query_by_type_and_status_with_paging(api: httpx.AsyncClient) -> N
         assert (await api.put(f"/jobs/v2/m-{i}", json=method_job(startTime=later()))).status_code == 200
     for i in range(2):
         assert (await api.put(f"/jobs/v2/t-{i}", json=twin_job(startTime=later()))).status_code == 200
+    for job_id in ("m-0", "m-1", "m-2", "m-3", "m-4", "t-0", "t-1"):
+        await until_status(api, job_id, "scheduled")
     await api.post("/jobs/v2/m-1/cancel")
 
     ids, pages = await _walk(api, {"jobType": "scheduleDeviceMethod"}, 2)
@@ -275,11 +291,11 @@ async def test_sdk_round_trip(hub: Hub) -> None:
         tomorrow = datetime.now(UTC) + timedelta(days=1)
         created = await client.schedule_device_method("sdk-1", "*", MethodParams("ping", {"n": 1}), start_time=tomorrow)
         assert created.job_id == "sdk-1"
-        assert str(created.status) == "scheduled"
+        assert str(created.status) == "queued"
         twin = await client.schedule_twin_update(
             "sdk-2", "tags.x = 1", {"tags": {"y": 2}}, start_time=datetime.now(UTC) + timedelta(days=1)
         )
-        assert str(twin.status) == "scheduled"
+        assert str(twin.status) == "queued"
         fetched = await client.get_job("sdk-1")
         assert fetched.cloud_to_device_method is not None
         assert fetched.cloud_to_device_method["methodName"] == "ping"

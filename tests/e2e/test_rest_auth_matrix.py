@@ -63,6 +63,12 @@ RIGHTS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/schedules/{schedule_id}/enable"): _SERVICE_CONNECT,
     ("POST", "/schedules/{schedule_id}/disable"): _SERVICE_CONNECT,
     ("GET", "/schedules/{schedule_id}/runs"): _SERVICE_CONNECT,
+    ("GET", "/statistics/devices"): _REGISTRY_READ,
+    ("GET", "/statistics/service"): _TWIN_READ,
+    ("GET", "/certificates"): _REGISTRY_READ,
+    ("PUT", "/certificates/{name}"): _REGISTRY_WRITE,
+    ("GET", "/certificates/{name}"): _REGISTRY_READ,
+    ("DELETE", "/certificates/{name}"): _REGISTRY_WRITE,
 }
 
 UNAUTHORIZED = "IotHubUnauthorizedAccess"

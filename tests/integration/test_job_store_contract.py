@@ -42,8 +42,8 @@ def _method_job(job_id: str, **changes: object) -> Job:
         job_type=JobType.DEVICE_METHOD,
         status=JobStatus.QUEUED,
         query_condition="tags.site = 'north'",
-        created_time=T0,
-        start_time=T0 + timedelta(seconds=10),
+        created_time=T0 - timedelta(seconds=20),
+        start_time=T0 - timedelta(seconds=10),
         max_execution_seconds=600,
         method=MethodRequest("reboot", {"delay": 5, "why": "ünïcode"}, 30, 10),
     )
@@ -109,7 +109,7 @@ async def test_add_then_get_job_keeps_every_field(store: SqlStore) -> None:
 
     assert await jobs.get_job("job-m") == method_job
     assert await jobs.get_job("job-t") == twin_job
-    assert (await jobs.get_job("job-m")).deadline == T0 + timedelta(seconds=610)
+    assert (await jobs.get_job("job-m")).deadline == T0 + timedelta(seconds=590)  # starts 10 s before T0, runs 600 s
 
 
 async def test_method_without_payload_round_trips(store: SqlStore) -> None:
@@ -224,13 +224,42 @@ async def test_acquire_respects_statuses_limit_and_start_order(store: SqlStore) 
     await store.add_job(_method_job("job-b", start_time=T0 + timedelta(seconds=1)))
     await store.add_job(_method_job("job-c", start_time=T0 + timedelta(seconds=2), status=JobStatus.SCHEDULED))
 
+    later = T0 + timedelta(seconds=3)
     got = await store.acquire_jobs(
-        node_id="n", now=T0, lease_seconds=10, limit=1, statuses=[JobStatus.QUEUED, JobStatus.SCHEDULED]
+        node_id="n", now=later, lease_seconds=10, limit=1, statuses=[JobStatus.QUEUED, JobStatus.SCHEDULED]
     )
     assert [job.job_id for job in got] == ["job-b"]
-    got = await store.acquire_jobs(node_id="m", now=T0, lease_seconds=10, limit=5, statuses=[JobStatus.QUEUED])
+    got = await store.acquire_jobs(node_id="m", now=later, lease_seconds=10, limit=5, statuses=[JobStatus.QUEUED])
     assert [job.job_id for job in got] == ["job-a"]
-    assert await store.acquire_jobs(node_id="m", now=T0, lease_seconds=10, limit=0, statuses=_ACTIVE) == []
+    assert await store.acquire_jobs(node_id="m", now=later, lease_seconds=10, limit=0, statuses=_ACTIVE) == []
+
+
+async def test_acquire_takes_no_job_before_its_start_time(store: SqlStore) -> None:
+    # A new job is queued even when it starts later (IoT Hub answers its creation so); until the
+    # runner makes it scheduled, no node may take it early.
+    await store.add_job(_method_job("job-later", start_time=T0 + timedelta(seconds=5)))
+    assert await store.acquire_jobs(node_id="n", now=T0, lease_seconds=10, limit=5, statuses=_ACTIVE) == []
+    got = await store.acquire_jobs(
+        node_id="n", now=T0 + timedelta(seconds=5), lease_seconds=10, limit=5, statuses=_ACTIVE
+    )
+    assert [job.job_id for job in got] == ["job-later"]
+
+
+async def test_defer_future_jobs_schedules_queued_jobs_that_start_later(store: SqlStore) -> None:
+    await store.add_job(_method_job("job-later", start_time=T0 + timedelta(microseconds=1)))
+    await store.add_job(_method_job("job-now", start_time=T0))
+    await store.add_job(_method_job("job-scheduled", status=JobStatus.SCHEDULED, start_time=T0 + timedelta(hours=1)))
+    await store.add_job(_twin_job("job-later-too", start_time=T0 + timedelta(hours=2)))
+    before = {job.job_id: job for job in await store.list_jobs(limit=10)}
+
+    deferred = await store.defer_future_jobs(T0)
+
+    assert [job.job_id for job in deferred] == ["job-later", "job-later-too"]
+    for job in deferred:
+        assert job == replace(before[job.job_id], status=JobStatus.SCHEDULED, revision=before[job.job_id].revision + 1)
+        assert await store.get_job(job.job_id) == job
+    for untouched in ("job-now", "job-scheduled"):
+        assert await store.get_job(untouched) == before[untouched]
 
 
 async def test_a_released_lease_is_free_again(store: SqlStore) -> None:

@@ -14,6 +14,8 @@ EXPECTED = {
     "BadRequestError",
     "BulkError",
     "BulkResult",
+    "CertificateAlreadyExistsError",
+    "CertificateNotFoundError",
     "ConflictError",
     "ConnectionState",
     "Device",

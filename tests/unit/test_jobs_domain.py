@@ -116,7 +116,11 @@ def test_method_payload_limit() -> None:
     ("patch", "reason"),
     [
         ({"properties": {"reported": {"a": 1}}}, "properties.reported"),
-        ({"status": "disabled"}, "not status"),
+        ({"status": "disabled"}, "changes nothing"),  # read-only, so ignored: nothing is left
+        ({"tags": {"a": 1}, "floor": 5}, "unknown field 'floor'"),
+        ({"properties": {"desired": {"a": 1}, "other": {}}}, "unknown field 'other'"),
+        ({"desired": {"a": 1}, "properties": {"desired": {"a": 2}}}, "both desired and properties.desired"),
+        ({"desired": "43"}, "updateTwin.desired must be a JSON object"),
         ({"etag": "AAAAAAAAAAE="}, "etag must be"),
         ({}, "changes nothing"),
         ({"tags": {"a.b": 1}}, "may not contain"),
@@ -138,6 +142,36 @@ def test_twin_patch_accepts_what_sdks_send() -> None:
         "properties": {"desired": {"floor": 3}, "reported": None},
     }
     assert validate_twin_patch(patch) == {"tags": {"site": "b43"}, "properties": {"desired": {"floor": 3}}}
+
+
+def test_twin_patch_takes_an_empty_reported_section() -> None:
+    # azure-iothub's own end-to-end test schedules exactly this body.
+    patch = {"etag": "*", "tags": {"state": "WA"}, "properties": {"desired": {}, "reported": {}}}
+    assert validate_twin_patch(patch) == {"tags": {"state": "WA"}, "properties": {"desired": {}}}
+
+
+def test_twin_patch_takes_the_2016_preview_shape() -> None:
+    # The IoT Hub jobs tutorial as first published: desired at the top level.
+    patch = {"etag": "*", "desired": {"building": "43", "floor": 3}}
+    assert validate_twin_patch(patch) == {"properties": {"desired": {"building": "43", "floor": 3}}}
+
+
+def test_twin_patch_ignores_the_read_only_fields_of_a_whole_twin() -> None:
+    twin = {
+        "deviceId": "d1",
+        "etag": "*",
+        "deviceEtag": "AAAAAAAAAAE=",
+        "version": 4,
+        "status": "enabled",
+        "connectionState": "Connected",
+        "lastActivityTime": "2026-01-01T00:00:00Z",
+        "cloudToDeviceMessageCount": 0,
+        "authenticationType": "sas",
+        "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
+        "capabilities": {"iotEdge": False},
+        "tags": {"site": "b43"},
+    }
+    assert validate_twin_patch(twin) == {"tags": {"site": "b43"}}
 
 
 @pytest.mark.parametrize(

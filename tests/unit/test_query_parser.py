@@ -576,6 +576,14 @@ def test_condition_star_means_every_device() -> None:
     assert parse_condition("*", Source.JOBS) is None
 
 
+def test_a_2016_preview_select_means_its_where_part() -> None:
+    # The IoT Hub jobs tutorial of September 2016 passed a whole query as its queryCondition.
+    assert parse_condition("SELECT * FROM devices") is None
+    preview = parse_condition("select * from devices where deviceId IN ['d1', 'd2']")
+    assert preview is not None
+    same(strip(preview), InList(DEVICE_ID, (lit("d1"), lit("d2"))))
+
+
 def test_condition_is_the_where_part() -> None:
     condition = parse_condition("deviceId IN ['d1', 'd2']")
     assert condition is not None
@@ -590,9 +598,25 @@ def test_condition_is_the_where_part() -> None:
     ("text", "message"),
     [
         (
-            "SELECT * FROM devices WHERE deviceId = 'a'",
-            "Syntax error at line 1, column 1 (offset 0): found SELECT, expected only the condition of a WHERE clause "
-            "without the WHERE keyword (a queryCondition is like deviceId IN ['d1', 'd2'], or * for every device)",
+            "SELECT deviceId FROM devices WHERE deviceId = 'a'",
+            "Syntax error at line 1, column 1 (offset 0): found a query that selects more than SELECT * FROM "
+            "devices, expected only the condition of a WHERE clause (a queryCondition is like deviceId IN "
+            "['d1', 'd2'], or * for every device; the 2016 preview's SELECT * FROM devices [WHERE ...] is accepted "
+            "too)",
+        ),
+        (
+            "SELECT TOP 2 * FROM devices",
+            "Syntax error at line 1, column 1 (offset 0): found a query that selects more than SELECT * FROM "
+            "devices, expected only the condition of a WHERE clause (a queryCondition is like deviceId IN "
+            "['d1', 'd2'], or * for every device; the 2016 preview's SELECT * FROM devices [WHERE ...] is accepted "
+            "too)",
+        ),
+        (
+            "SELECT * FROM devices.jobs",
+            "Syntax error at line 1, column 1 (offset 0): found a query that selects more than SELECT * FROM "
+            "devices, expected only the condition of a WHERE clause (a queryCondition is like deviceId IN "
+            "['d1', 'd2'], or * for every device; the 2016 preview's SELECT * FROM devices [WHERE ...] is accepted "
+            "too)",
         ),
         (
             "  where deviceId = 'a'",

@@ -24,6 +24,9 @@ from hub.errors import BadRequestError
 
 router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)
 
+# IoT Hub matches import modes in any case: azure-iothub sends "Update", "DeleteIfMatchETag", ...
+_IMPORT_MODES = {mode.value.lower(): mode for mode in ImportMode}
+
 
 @router.put("/devices/{device_id}", response_model=None, responses={200: {"model": DeviceOut}})
 async def put_device(
@@ -71,21 +74,27 @@ async def list_devices(
 async def bulk_devices(
     services: ServicesDep,
     _: RegistryWriter,
-    body: Annotated[list[BulkDeviceIn] | dict[str, list[BulkDeviceIn]], Body()],
+    body: Annotated[list[BulkDeviceIn], Body()],
 ) -> JSONResponse:
     """Bulk import: ``importMode`` create, update, updateIfMatchETag, createOrUpdate, delete,
-    deleteIfMatchETag; at most 1000 devices a call."""
-    items = body if isinstance(body, list) else body.get("devices", [])
+    deleteIfMatchETag (in any letter case); at most 1000 devices a call."""
+    items = body
     if len(items) > MAX_BULK:
         raise BadRequestError(f"a bulk request may hold at most {MAX_BULK} devices, got {len(items)}")
     operations: list[ImportOperation] = []
     for item in items:
-        try:
-            mode = ImportMode(item.importMode)
-        except ValueError:
+        mode = _IMPORT_MODES.get(item.importMode.lower())
+        if mode is None:
             raise BadRequestError(
                 f"importMode {item.importMode!r} for {item.id!r} is not one of {', '.join(m.value for m in ImportMode)}"
-            ) from None
+            )
+        if item.moduleId is not None:
+            raise BadRequestError(f"{item.id!r}: modules are not supported (moduleId {item.moduleId!r})")
+        if item.tags or item.properties:
+            raise BadRequestError(
+                f"{item.id!r}: a bulk import does not set twins here; send tags and desired properties "
+                "with PATCH /twins/{id} after the import"
+            )
         operations.append(ImportOperation(item.id, mode, spec_from(item), item.eTag or item.etag))
     outcome = await services.registry.import_devices(operations)
     errors = [

@@ -32,6 +32,9 @@ async def query_devices(
     (``FROM devices.jobs``); pages by ``x-ms-max-item-count`` and ``x-ms-continuation``."""
     if "query" not in body:
         raise BadRequestError('body must be {"query": "SELECT ..."}')
+    unknown = sorted(set(body) - {"query"})
+    if unknown:
+        raise BadRequestError(f'unknown field {unknown[0]!r}: the body is {{"query": "SELECT ..."}}')
     page = await services.query.run(
         body["query"], page_size=page_size_of(x_ms_max_item_count), continuation=x_ms_continuation
     )
