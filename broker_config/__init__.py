@@ -42,6 +42,8 @@ class GatewayConfig:
     drain_timeout_seconds: float
     max_connections: int
     listen_backlog: int
+    connects_per_device_burst: int
+    connects_per_device_per_minute: float
     plugins: Mapping[str, Mapping[str, Any]]
 
     def __post_init__(self) -> None:

@@ -8,8 +8,12 @@ What it changes in amqtt 0.12.1 (pinned; these are private methods, see the comp
   and subscriptions never depend on amqtt's session store.
 - ``_handle_client_session`` / ``_handle_disconnect``: one connection per device id. A new
   login takes over by closing the old connection and waiting for its teardown, so presence
-  always reads disconnected(old) before connected(new). Presence and messages go to
+  always reads disconnected(old) before connected(new); a teardown that outlasts
+  ``close_timeout_seconds`` announces the old connection's disconnect then and there, never
+  after the new one's connect. A connection whose device left is aborted at once (nothing
+  waits on a TLS close with a peer that is gone). Presence and messages go to
   ``DeviceEvents`` from one worker task per connection, in the order the device sent them.
+  Logins per device id are throttled (hub.gateway.throttle).
 - ``HubProtocolHandler.handle_publish`` (and ``_handle_message_delivery`` for anything that
   still takes amqtt's path): a device PUBLISH on ``$iothub/...`` or its own telemetry topic
   goes to ``DeviceEvents.on_message`` and the reply back to that connection only; anything
@@ -52,6 +56,7 @@ from broker_config import GatewayConfig
 from hub.engine.ports import DeviceEvents
 from hub.errors import DeviceNotOnlineError
 from hub.gateway import scope
+from hub.gateway.throttle import ConnectThrottle
 
 __all__ = ["HubBroker", "HubProtocolHandler", "Listener"]
 
@@ -122,7 +127,8 @@ class _Connection:
     queue: asyncio.Queue[tuple[str, bytes] | None] = field(default_factory=asyncio.Queue)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
-    announced: bool = False
+    announced: bool = False  # on_connected was (being) called
+    disconnect_announced: bool = False  # on_disconnected was (being) called: at most once
     closing: bool = False
 
     def abort(self) -> None:
@@ -200,6 +206,12 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         self._connect_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._client_tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._throttle = ConnectThrottle(
+            burst=config.connects_per_device_burst,
+            per_minute=config.connects_per_device_per_minute,
+            clock=asyncio.get_running_loop().time,
+        )
+        self._throttled: set[str] = set()  # device ids refused for connecting too often, logged once
         amqtt_listeners = {name: {"type": "tcp", "bind": listener.bind} for name, listener in self._listeners.items()}
         super().__init__(config.amqtt_config(amqtt_listeners))
 
@@ -328,6 +340,19 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             )
             await self._refuse(writer, code)
             raise MQTTError(f"login refused with CONNACK {code}")
+        if not self._throttle.allow(session.client_id):
+            if session.client_id not in self._throttled:
+                self._throttled.add(session.client_id)
+                logger.warning(
+                    "device %s connects too often (more than %d at once, then %s a minute); refusing with "
+                    "CONNACK 3 until it slows down (two clients sharing one device id?)",
+                    session.client_id,
+                    config.connects_per_device_burst,
+                    config.connects_per_device_per_minute,
+                )
+            await self._refuse(writer, _SERVER_UNAVAILABLE)
+            raise MQTTError("login refused: the device id connects too often")
+        self._throttled.discard(session.client_id)
 
         if session.will_flag and not (
             session.will_topic
@@ -410,6 +435,10 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             if previous is not None:
                 logger.info("device %s connected again; closing its previous connection", device_id)
                 await self._close(previous)
+                if not previous.closed.is_set():
+                    # Its teardown is stuck: the device must not read connected(new) followed
+                    # by the old connection's late disconnected, so that goes out now.
+                    await self._notify_disconnected(previous)
             conn.session.transitions.connect()
             conn.handler.attach(conn.session, reader, conn.writer)
             await conn.handler.mqtt_connack_authorize(True)
@@ -464,8 +493,7 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
                     (outcome,) = await asyncio.gather(worker, return_exceptions=True)
                     if isinstance(outcome, Exception):
                         logger.error("message worker of device %s failed", device_id, exc_info=outcome)
-            if conn.announced:
-                await self._notify_disconnected(device_id)
+            await self._notify_disconnected(conn)
         finally:
             # Registered until here, so a new login of the device waits for this teardown.
             if self._connections.get(device_id) is conn:
@@ -484,6 +512,10 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         ):
             # IoT Hub sends the will of a device that vanished as its telemetry.
             self._enqueue(conn, client_session.will_topic, bytes(client_session.will_message or b""))
+        if conn is not None:
+            # The device is gone (or said DISCONNECT): nothing more goes to it, so the socket
+            # closes now rather than after a drain or a TLS close that a dead peer never answers.
+            conn.abort()
         try:
             async with asyncio.timeout(self.gateway_config.close_timeout_seconds) as timeout:
                 await self._stop_handler(handler)
@@ -537,11 +569,12 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         message (its reply back to this connection); on_disconnected follows in _release."""
         events = self.device_events
         device_id = conn.device_id
-        conn.announced = True
-        try:
-            await events.on_connected(device_id)
-        except Exception:
-            logger.exception("on_connected(%s) failed", device_id)
+        if not conn.disconnect_announced:  # a takeover may have closed its story before this ran
+            conn.announced = True
+            try:
+                await events.on_connected(device_id)
+            except Exception:
+                logger.exception("on_connected(%s) failed", device_id)
         while (item := await conn.queue.get()) is not None:
             topic, payload = item
             try:
@@ -555,11 +588,18 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
                 except DeviceNotOnlineError:
                     logger.debug("reply to device %s lost: connection closed", device_id)
 
-    async def _notify_disconnected(self, device_id: str) -> None:
+    async def _notify_disconnected(self, conn: _Connection) -> None:
+        """on_disconnected for a connection that announced itself, at most once; afterwards its
+        worker announces nothing any more (a connected after it would be out of order)."""
+        if conn.disconnect_announced:
+            return
+        conn.disconnect_announced = True
+        if not conn.announced:
+            return
         try:
-            await self.device_events.on_disconnected(device_id)
+            await self.device_events.on_disconnected(conn.device_id)
         except Exception:
-            logger.exception("on_disconnected(%s) failed", device_id)
+            logger.exception("on_disconnected(%s) failed", conn.device_id)
 
     async def _publish(self, conn: _Connection, topic: str, payload: bytes) -> None:
         try:
