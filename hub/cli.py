@@ -134,6 +134,13 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option(help="Operator TLS private key (PEM). [env: FLEETHUB_TLS_KEY]")
     ] = None,
+    device_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM file of CA certificates whose signed device certificates log in as certificateAuthority "
+            "devices (more can be registered with PUT /certificates/{name}). [env: FLEETHUB_DEVICE_CA]"
+        ),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING. [env: FLEETHUB_LOG_LEVEL]")] = None,
     max_active_jobs: Annotated[
         int | None, typer.Option(help="Jobs running at once; more wait queued. [env: FLEETHUB_MAX_ACTIVE_JOBS]")
@@ -220,6 +227,7 @@ def serve(
         database_url=database_url,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        device_ca=device_ca,
         log_level=log_level,
         max_active_jobs=max_active_jobs,
         job_retention_days=job_retention_days,

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     owner_key: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    device_ca: Path | None = None
+    """PEM file of CA certificates that admit certificateAuthority devices, besides those
+    registered with ``PUT /certificates/{name}``."""
     log_level: str = "INFO"
 
     # Limits and timings.

@@ -11,19 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from cryptography import x509
 
 from broker_config import load_gateway_config
 from hub.api.app import create_app
 from hub.api.limits import header_deadline_protocol
 from hub.config import Settings
 from hub.datadir import write_run_record
+from hub.domain.certificates import load_ca_bundle
 from hub.domain.clock import Clock, SystemClock
 from hub.engine.bootstrap import ensure_policies
 from hub.engine.services import Services
+from hub.errors import BadRequestError
+from hub.gateway.broker import packet_limit
 from hub.gateway.gateway import Gateway
+from hub.gateway.tlsbio import server_context
 from hub.netbind import bind_listener
 from hub.storage.sql import SqlStore
-from hub.tls import TlsFiles, ensure_tls, server_ssl_context
+from hub.tls import TlsError, TlsFiles, ensure_tls
 
 __all__ = ["Hub", "HubEndpoints"]
 
@@ -50,6 +55,11 @@ class HubEndpoints:
         return f"https://{self.hostname}:{self.https_port}"
 
 
+# Room in a WebSocket frame beside the largest MQTT packet (its fixed header, a client
+# that packs a PINGREQ in the same frame).
+_WS_FRAME_SLACK = 1024
+
+
 class _QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the hub owns shutdown for all its servers."""
 
@@ -74,6 +84,21 @@ def _bind_all(settings: Settings) -> dict[str, socket.socket]:
             sock.close()
         raise
     return bound
+
+
+def _device_cas(settings: Settings) -> list[x509.Certificate]:
+    if settings.device_ca is None:
+        return []
+    try:
+        pem = settings.device_ca.read_bytes()
+    except OSError as exc:
+        raise TlsError(f"cannot read --device-ca {settings.device_ca}: {exc}", path=settings.device_ca) from exc
+    try:
+        cas = load_ca_bundle(pem, f"--device-ca {settings.device_ca}")
+    except BadRequestError as exc:
+        raise TlsError(exc.message, path=settings.device_ca) from exc
+    log.info("%d CA certificates from %s admit certificateAuthority devices", len(cas), settings.device_ca)
+    return cas
 
 
 def _port(sock: socket.socket) -> int:
@@ -117,14 +142,14 @@ class Hub:
         for sock in sockets.values():
             self._stack.callback(sock.close)
         tls = self._tls()
-        ssl_context = server_ssl_context(tls)
+        device_tls = server_context(tls.server_cert, tls.server_key)
 
         store = await self._stack.enter_async_context(SqlStore.open(s.resolved_database_url))
         gateway = Gateway(
             None,
             mqtt_socket=sockets["mqtt"],
             mqtts_socket=sockets["mqtts"],
-            ssl_context=ssl_context,
+            tls=device_tls,
             config=load_gateway_config(session_expiry_seconds=s.session_expiry_seconds),
         )
         services = Services.build(
@@ -143,6 +168,7 @@ class Hub:
             max_twin_gets_per_device=s.max_twin_gets_per_device,
             schedule_grace_seconds=s.schedule_grace_seconds,
             schedule_run_history=s.schedule_run_history,
+            device_cas=_device_cas(s),
         )
         gateway.events = services.devices
         services.policies.update(await ensure_policies(store, s.owner_key))
@@ -160,6 +186,7 @@ class Hub:
             max_token_lifetime=s.max_token_lifetime_seconds,
             max_body_bytes=s.http_max_body_bytes,
             body_timeout=s.http_body_timeout_seconds,
+            device_streams=gateway,
         )
         http_protocol = header_deadline_protocol(s.http_header_timeout_seconds)
         for name, sock in (("http", sockets["http"]), ("https", sockets["https"])):
@@ -172,6 +199,8 @@ class Hub:
                 access_log=False,
                 timeout_keep_alive=30,
                 limit_concurrency=10_000,
+                # MQTT over WebSockets: a frame may hold the largest packet a device may send.
+                ws_max_size=packet_limit(gateway.config) + _WS_FRAME_SLACK,
                 ssl_certfile=str(tls.server_cert) if https else None,
                 ssl_keyfile=str(tls.server_key) if https else None,
             )

@@ -33,6 +33,7 @@ __all__ = [
     "CaCertificate",
     "CertificateCheck",
     "check_device_certificate",
+    "load_ca_bundle",
     "load_ca_certificate",
     "thumbprints_of",
     "validate_certificate_name",
@@ -109,6 +110,17 @@ def load_ca_certificate(text: str) -> x509.Certificate:
     if constraints is None or not constraints.ca:
         raise BadRequestError("certificate is not a CA certificate (it needs basicConstraints CA:TRUE)")
     return cert
+
+
+def load_ca_bundle(pem: bytes, origin: str) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle, each a CA; BadRequestError naming ``origin`` if not."""
+    blocks = _PEM.findall(pem)
+    if not blocks:
+        raise BadRequestError(f"{origin} holds no PEM certificate")
+    try:
+        return [load_ca_certificate(block.decode("ascii", "replace")) for block in blocks]
+    except BadRequestError as exc:
+        raise BadRequestError(f"{origin}: {exc.message}") from exc
 
 
 def _valid_at(cert: x509.Certificate, now: datetime) -> bool:

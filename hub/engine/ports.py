@@ -15,6 +15,7 @@ Rules every Store keeps:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,7 @@ __all__ = [
     "DeviceEvents",
     "DeviceLink",
     "DeviceStore",
+    "DeviceStreams",
     "JobStore",
     "PolicyStore",
     "PresenceStore",
@@ -386,6 +388,18 @@ class DeviceLink(Protocol):
 
     async def disconnect(self, device_id: str) -> None:
         """Close the device's connection if it has one."""
+        ...
+
+
+class DeviceStreams(Protocol):
+    """The gateway's other door: device connections whose MQTT bytes arrive over a transport
+    the gateway does not listen on itself (MQTT over WebSockets on the HTTPS port)."""
+
+    def open_stream(self, transport: asyncio.Transport) -> asyncio.Protocol:
+        """Serve one device connection over ``transport``: feed the returned protocol the bytes
+        that arrive (``data_received``, then ``eof_received`` / ``connection_lost``); what the
+        gateway sends goes to ``transport.write``. Login, scope, limits, keepalive and
+        presence are those of the MQTT listener. ConnectionRefusedError when not running."""
         ...
 
 

@@ -22,7 +22,9 @@ What it changes in amqtt 0.12.1 (pinned; these are private methods, see the comp
   acknowledged, but not stored: the hub sends straight to the connection's handler, so no
   per-message work grows with the number of sessions.
 - ``_create_server_instance`` / ``stream_connected``: listeners serve sockets the hub bound
-  itself; reads larger than ``max_message_bytes`` close the connection.
+  itself, the TLS one through hub.gateway.tlsbio (pyOpenSSL), which hands the login the
+  client certificate chain for X.509 devices; reads larger than ``max_message_bytes`` close
+  the connection.
 - ``HubProtocolHandler``: keepalive is enforced (amqtt's read timeout, set to 1.5 x the
   client's keepalive, now closes the connection) and QoS 2 publishes close it, as IoT Hub
   does; the hub's sends are written straight to the connection (``publish_qos0``).
@@ -32,33 +34,51 @@ What it changes in amqtt 0.12.1 (pinned; these are private methods, see the comp
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
-import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
-from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+from amqtt.adapters import BufferReader, StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
-from amqtt.errors import AMQTTError, BrokerError, MQTTError
-from amqtt.events import BrokerEvents
+from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError, ProtocolHandlerError
+from amqtt.events import BrokerEvents, MQTTEvents
+from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import CONNECTION_ACCEPTED, NOT_AUTHORIZED, SERVER_UNAVAILABLE, ConnackPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.packet import (
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    RESERVED_0,
+    RESERVED_15,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    MQTTFixedHeader,
+)
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.publish import PublishPacket
+from OpenSSL import SSL
 
 from broker_config import GatewayConfig
 from hub.engine.ports import DeviceEvents
 from hub.errors import DeviceNotOnlineError
 from hub.gateway import scope
 from hub.gateway.throttle import ConnectThrottle
+from hub.gateway.tlsbio import start_tls_server
 
-__all__ = ["HubBroker", "HubProtocolHandler", "Listener"]
+__all__ = ["STREAM_LISTENER", "HubBroker", "HubProtocolHandler", "Listener"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +88,19 @@ _SERVER_UNAVAILABLE: int = SERVER_UNAVAILABLE
 _NOT_AUTHORIZED: int = NOT_AUTHORIZED
 _MAX_QOS: int = QOS_1  # IoT Hub grants at most QoS 1
 
+_STREAM_LIMIT = 2**16  # asyncio.start_server's default read buffer
+
+STREAM_LISTENER = "stream"
+"""The listener of device connections that arrive over another transport (``open_stream``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """A listening socket the hub bound itself; TLS when ``ssl_context`` is given."""
+    """A listening socket the hub bound itself; TLS when ``tls`` is given."""
 
     name: str
     sock: socket.socket
-    ssl_context: ssl.SSLContext | None = None
+    tls: SSL.Context | None = None
 
     @property
     def bind(self) -> str:
@@ -84,11 +109,18 @@ class Listener:
 
 
 class PacketTooLargeError(AMQTTError):  # type: ignore[misc]  # amqtt is untyped
-    """A device sent a packet field larger than ``max_message_bytes``."""
+    """A device sent a packet larger than the gateway takes."""
+
+
+def packet_limit(config: GatewayConfig) -> int:
+    """The largest packet body a device may send: the largest payload with the longest topic
+    (and the topic's length and a packet id)."""
+    return config.max_message_bytes + config.max_topic_length + 4
 
 
 class _HubStreamReader(StreamReaderAdapter):  # type: ignore[misc]
-    """Refuses single reads (a payload, a topic) above the size limit before buffering them."""
+    """Refuses single reads (a packet body, a CONNECT field) above the size limit before
+    buffering them."""
 
     def __init__(self, reader: asyncio.StreamReader, max_read: int) -> None:
         super().__init__(reader)
@@ -99,6 +131,15 @@ class _HubStreamReader(StreamReaderAdapter):  # type: ignore[misc]
             raise PacketTooLargeError(f"packet field of {n} bytes exceeds the limit of {self._max_read}")
         data: bytes = await super().read(n)
         return data
+
+
+def _check_decoded(packet_type: int, packet: Any, buffer: BufferReader, size: int) -> None:
+    """MQTTError unless the packet used its whole body and carries what its type needs: amqtt's
+    decoders stop quietly at a field cut short (a SUBSCRIBE then has no topic filters)."""
+    if buffer._stream.tell() != size:
+        raise MQTTError(f"packet type {packet_type} has {size - buffer._stream.tell()} bytes after its content")
+    if packet_type in (SUBSCRIBE, UNSUBSCRIBE) and not packet.payload.topics:
+        raise MQTTError(f"packet type {packet_type} names no topic filter")
 
 
 class _HubStreamWriter(StreamWriterAdapter):  # type: ignore[misc]
@@ -141,6 +182,7 @@ class HubProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt 
 
     connection: _Connection | None = None
     accept: Callable[[_Connection, str, bytes], None] | None = None
+    max_payload: int = 0
 
     async def start(self) -> None:
         await super().start()
@@ -148,6 +190,80 @@ class HubProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt 
         # left at once would otherwise leave the connection waiting forever.
         if self._reader_stopped.is_set():
             await self.handle_connection_closed()
+
+    async def _reader_loop(self) -> None:
+        """amqtt 0.12.1's reader loop with two differences: a malformed packet (an MQTTError
+        while decoding: a bad remaining length, a truncated field, a reserved packet type)
+        closes the connection, as MQTT 3.1.1 section 4.8 requires, where amqtt logs
+        "Message discarded" and reads on from the middle of the garbage, leaving the
+        connection open; and the keepalive wait is ``asyncio.timeout`` rather than
+        ``wait_for``, which on Python 3.11 costs a task per packet."""
+        session = self.session
+        if session is None or self._reader_ready is None or self.reader is None:
+            raise ProtocolHandlerError("the reader loop needs an attached session")
+        running: collections.deque[asyncio.Task[None]] = collections.deque()
+        keepalive = session.keep_alive if session.keep_alive and session.keep_alive > 0 else None
+        while True:
+            try:
+                self._reader_ready.set()
+                while running and running[0].done():
+                    running.popleft()
+                async with asyncio.timeout(keepalive):
+                    fixed_header = await MQTTFixedHeader.from_stream(self.reader)
+                if not fixed_header:
+                    break  # EOF
+                if fixed_header.packet_type in (RESERVED_0, RESERVED_15):
+                    raise MQTTError(f"reserved packet type {fixed_header.packet_type}")
+                # The whole body first: a field cut short by the packet's end is then a decode
+                # error here, not a read into the next packet (amqtt reads fields from the stream).
+                body = await self.reader.read(fixed_header.remaining_length)
+                buffer = BufferReader(body)
+                packet = await packet_class(fixed_header).from_stream(buffer, fixed_header=fixed_header)
+                _check_decoded(fixed_header.packet_type, packet, buffer, len(body))
+                await self.plugins_manager.fire_event(MQTTEvents.PACKET_RECEIVED, packet=packet, session=session)
+                if fixed_header.packet_type == PUBLISH:
+                    # Inline, so a publish read before a failure still reaches the hub.
+                    await self.handle_publish(packet)
+                else:
+                    handle = self._packet_handlers.get(fixed_header.packet_type)
+                    if handle is None:
+                        raise MQTTError(f"a client may not send packet type {fixed_header.packet_type}")
+                    running.append(asyncio.create_task(handle(self, packet)))
+                # Buffered packets decode without a pause: let the connection's worker (and
+                # everyone else) run between them, so a flood is seen coming, not swallowed.
+                await asyncio.sleep(0)
+            except MQTTError as exc:
+                logger.info("device %s sent a malformed packet (%s); closing the connection", session.client_id, exc)
+                self._abort()
+                break
+            except asyncio.CancelledError:
+                break
+            except TimeoutError:
+                self.handle_read_timeout()
+            except NoDataError:
+                break  # EOF in the middle of a packet
+            except Exception as exc:
+                logger.warning("reading from device %s failed: %r", session.client_id, exc)
+                break
+        while running:
+            running.popleft().cancel()
+        await self.handle_connection_closed()
+        self._reader_stopped.set()
+        await self.stop()
+
+    # What else a client may send once connected, each handled in a task as amqtt does (a
+    # second CONNECT included: amqtt's handler for it ends the connection).
+    _packet_handlers: ClassVar[dict[int, Callable[[Any, Any], Coroutine[Any, Any, None]]]] = {
+        SUBSCRIBE: BrokerProtocolHandler.handle_subscribe,
+        UNSUBSCRIBE: BrokerProtocolHandler.handle_unsubscribe,
+        PUBACK: BrokerProtocolHandler.handle_puback,
+        PUBREC: BrokerProtocolHandler.handle_pubrec,
+        PUBREL: BrokerProtocolHandler.handle_pubrel,
+        PUBCOMP: BrokerProtocolHandler.handle_pubcomp,
+        PINGREQ: BrokerProtocolHandler.handle_pingreq,
+        DISCONNECT: BrokerProtocolHandler.handle_disconnect,
+        CONNECT: BrokerProtocolHandler.handle_connect,
+    }
 
     def handle_read_timeout(self) -> None:
         # amqtt's reader waits session.keep_alive (set to 1.5 x the client's) for a packet.
@@ -166,10 +282,18 @@ class HubProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt 
         if conn is None or accept is None:
             await super().handle_publish(publish_packet)
             return
-        # Straight to the hub, skipping amqtt's delivery queue and client loop (a task and
-        # a four-way wait per message). Order is kept: the reader starts these tasks in
-        # arrival order and nothing here awaits before the message is queued.
         data = publish_packet.data or b""
+        if len(data) > self.max_payload:
+            logger.warning(
+                "device %s published %d bytes, over the limit of %d; closing the connection",
+                conn.device_id,
+                len(data),
+                self.max_payload,
+            )
+            self._abort()
+            return
+        # Straight to the hub, skipping amqtt's delivery queue and client loop (a task and
+        # a four-way wait per message), in the order the reader loop read them.
         accept(conn, publish_packet.topic_name or "", data if isinstance(data, bytes) else bytes(data))
         if qos == QOS_1:
             await self._send_packet(PubackPacket.build(publish_packet.packet_id))
@@ -212,7 +336,12 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             clock=asyncio.get_running_loop().time,
         )
         self._throttled: set[str] = set()  # device ids refused for connecting too often, logged once
-        amqtt_listeners = {name: {"type": "tcp", "bind": listener.bind} for name, listener in self._listeners.items()}
+        amqtt_listeners: dict[str, dict[str, Any]] = {
+            name: {"type": "tcp", "bind": listener.bind} for name, listener in self._listeners.items()
+        }
+        # Streams the hub accepts elsewhere (MQTT over WebSockets on the HTTPS port) come in
+        # through amqtt's "external" listener; its bind is a label amqtt never binds.
+        amqtt_listeners[STREAM_LISTENER] = {"type": "external", "bind": STREAM_LISTENER}
         super().__init__(config.amqtt_config(amqtt_listeners))
 
     # -- the DeviceLink side, used by Gateway ------------------------------------------
@@ -255,6 +384,17 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
     def connected_count(self) -> int:
         return sum(not conn.closing for conn in self._connections.values())
 
+    def open_stream(self, transport: asyncio.Transport) -> asyncio.Protocol:
+        """A device connection over ``transport`` (MQTT bytes carried by something else, such
+        as WebSocket frames): the protocol that takes its bytes, served from here on exactly
+        like a socket of the MQTT listener (login, scope, limits, keepalive, presence)."""
+        if self._stopping:
+            raise ConnectionRefusedError("the gateway is stopping")
+        reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader, partial(self.stream_connected, listener_name=STREAM_LISTENER))
+        protocol.connection_made(transport)
+        return protocol
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -286,18 +426,21 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         await super().shutdown()
 
     async def _create_server_instance(
-        self, listener_name: str, listener_type: Any, address: str | None, port: int, ssl_context: ssl.SSLContext | None
+        self, listener_name: str, listener_type: Any, address: str | None, port: int, ssl_context: Any
     ) -> asyncio.Server:
         listener = self._listeners.get(listener_name)
         if listener is None:
             raise BrokerError(f"listener {listener_name!r} has no socket")
-        tls = listener.ssl_context
-        return await asyncio.start_server(
-            partial(self.stream_connected, listener_name=listener_name),
+        connected = partial(self.stream_connected, listener_name=listener_name)
+        backlog = self.gateway_config.listen_backlog
+        if listener.tls is None:
+            return await asyncio.start_server(connected, sock=listener.sock, backlog=backlog)
+        return await start_tls_server(
+            connected,
             sock=listener.sock,
-            ssl=tls,
-            backlog=self.gateway_config.listen_backlog,
-            ssl_handshake_timeout=self.gateway_config.connect_timeout_seconds if tls else None,
+            context=listener.tls,
+            handshake_timeout=self.gateway_config.connect_timeout_seconds,
+            backlog=backlog,
         )
 
     # -- one connection -----------------------------------------------------------------
@@ -311,7 +454,7 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         hub_writer = _HubStreamWriter(writer)
         try:
             if not self._stopping:
-                hub_reader = _HubStreamReader(reader, self.gateway_config.max_message_bytes)
+                hub_reader = _HubStreamReader(reader, packet_limit(self.gateway_config))
                 await self._client_connected(listener_name, hub_reader, hub_writer)
         except Exception:
             logger.exception("MQTT connection from %s failed", writer.get_extra_info("peername"))
@@ -331,6 +474,8 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
             logger.info("no valid CONNECT from %s:%s: %r", remote_address, remote_port, exc)
             writer.abort()
             raise AMQTTError(f"no valid CONNECT: {exc!r}") from exc
+        # The TLS client certificate chain (DER, leaf first) of an X.509 device; () without.
+        session.peer_certificates = tuple(writer.stream.get_extra_info("peercert_chain") or ())
 
         # Before amqtt's own code would delete, update or take over a session with this id.
         code = await self._check_login(session)
@@ -405,6 +550,7 @@ class HubBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
         conn = _Connection(client_session.client_id, client_session, handler, writer)
         handler.connection = conn
         handler.accept = self._accept_publish
+        handler.max_payload = self.gateway_config.max_message_bytes
         if not await self._admit(conn, reader):
             return
         try:

@@ -1,12 +1,15 @@
-"""Gateway: the hub's DeviceLink, an embedded amqtt broker on sockets the hub bound."""
+"""Gateway: the hub's DeviceLink, an embedded amqtt broker on sockets the hub bound (and
+on streams other listeners hand it: DeviceStreams)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
-import ssl
 from types import TracebackType
 from typing import Self
+
+from OpenSSL import SSL
 
 from broker_config import GatewayConfig, load_gateway_config
 from hub.engine.ports import DeviceEvents
@@ -25,7 +28,8 @@ class Gateway:
     """Devices connect here; the engine reaches them through ``DeviceLink``.
 
     The gateway takes ownership of the sockets (already bound; listening is optional) and
-    closes them on exit. Exiting drops every device, each with ``on_disconnected``, so the
+    closes them on exit; ``tls`` is the MQTTS listener's context
+    (hub.gateway.tlsbio.server_context). Exiting drops every device, each with ``on_disconnected``, so the
     ``DeviceEvents`` must still work while the gateway closes. ``events`` may be set after
     construction (the engine that implements it usually needs this gateway first), but
     before entering.
@@ -37,13 +41,13 @@ class Gateway:
         *,
         mqtt_socket: socket.socket | None = None,
         mqtts_socket: socket.socket | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        tls: SSL.Context | None = None,
         config: GatewayConfig | None = None,
     ) -> None:
         if mqtt_socket is None and mqtts_socket is None:
             raise ValueError("the gateway needs an mqtt_socket, an mqtts_socket or both")
-        if (mqtts_socket is None) != (ssl_context is None):
-            raise ValueError("mqtts_socket and ssl_context go together")
+        if (mqtts_socket is None) != (tls is None):
+            raise ValueError("mqtts_socket and tls go together")
         self._events = events
         self._config = config if config is not None else load_gateway_config()
         self._listeners: list[Listener] = []
@@ -53,7 +57,7 @@ class Gateway:
             self._listeners.append(Listener(MQTT_LISTENER, mqtt_socket))
             self._mqtt_port = mqtt_socket.getsockname()[1]
         if mqtts_socket is not None:
-            self._listeners.append(Listener(MQTTS_LISTENER, mqtts_socket, ssl_context))
+            self._listeners.append(Listener(MQTTS_LISTENER, mqtts_socket, tls))
             self._mqtts_port = mqtts_socket.getsockname()[1]
         self._broker: HubBroker | None = None
         self._used = False
@@ -135,3 +139,10 @@ class Gateway:
     async def disconnect(self, device_id: str) -> None:
         if self._broker is not None:
             await self._broker.disconnect_device(device_id)
+
+    # -- DeviceStreams ------------------------------------------------------------------
+
+    def open_stream(self, transport: asyncio.Transport) -> asyncio.Protocol:
+        if self._broker is None:
+            raise ConnectionRefusedError("the MQTT gateway is not running")
+        return self._broker.open_stream(transport)

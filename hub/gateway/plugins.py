@@ -51,7 +51,8 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untype
         client_id: str | None = session.client_id
         if not scope.is_valid_device_id(client_id):
             return False
-        return await self._events.authenticate(client_id, session.username, session.password)
+        certificates = getattr(session, "peer_certificates", ())  # set by HubBroker for TLS logins
+        return await self._events.authenticate(client_id, session.username, session.password, certificates)
 
 
 class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt is untyped

@@ -14,9 +14,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from gateway_support import HOST, RecordingEvents, bound_socket
+from OpenSSL import SSL
 
 from broker_config import GatewayConfig, load_gateway_config
 from hub.gateway import Gateway
+from hub.gateway.tlsbio import server_context
 
 
 @pytest.fixture
@@ -65,10 +67,8 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def server_ssl_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*tls_files)
-    return context
+def server_tls(tls_files: tuple[Path, Path]) -> SSL.Context:
+    return server_context(*tls_files)
 
 
 @pytest.fixture
@@ -78,13 +78,13 @@ def client_ssl_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
 
 @pytest.fixture
 async def tls_gateway(
-    events: RecordingEvents, server_ssl_context: ssl.SSLContext, gateway_config: GatewayConfig
+    events: RecordingEvents, server_tls: SSL.Context, gateway_config: GatewayConfig
 ) -> AsyncIterator[Gateway]:
     async with Gateway(
         events,
         mqtt_socket=bound_socket(),
         mqtts_socket=bound_socket(),
-        ssl_context=server_ssl_context,
+        tls=server_tls,
         config=gateway_config,
     ) as gw:
         yield gw

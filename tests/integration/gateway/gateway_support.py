@@ -8,7 +8,7 @@ import socket
 import ssl
 import struct
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -39,6 +39,7 @@ class RecordingEvents:
     def __init__(self) -> None:
         self.log: list[tuple[Any, ...]] = []
         self.auth_errors: set[str] = set()
+        self.certificates: dict[str, list[bytes]] = {}  # the TLS client chain each login came with
         self.presence_errors: set[str] = set()
         self.release = asyncio.Event()  # lets a publish on a topic containing "slow" finish
         self._changed = asyncio.Condition()
@@ -61,7 +62,10 @@ class RecordingEvents:
     def all_message_topics(self) -> list[str]:
         return [e[2] for e in self.log if e[0] == "message"]
 
-    async def authenticate(self, client_id: str, username: str | None, password: str | None) -> bool:
+    async def authenticate(
+        self, client_id: str, username: str | None, password: str | None, certificates: Sequence[bytes] = ()
+    ) -> bool:
+        self.certificates[client_id] = list(certificates)
         if client_id in self.auth_errors:
             raise RuntimeError("the store is down")
         return password == good_password(client_id)
@@ -144,6 +148,25 @@ def _str(s: str | bytes) -> bytes:
 
 def _packet(first: int, body: bytes) -> bytes:
     return bytes([first]) + _varint(len(body)) + body
+
+
+def connect_packet(client_id: str, password: str | None, *, keepalive: int = 60, user: str | None = None) -> bytes:
+    """A CONNECT as the Azure SDKs send it (clean session, the IoT Hub username)."""
+    flags = 0x82
+    payload = _str(client_id) + _str(username(client_id) if user is None else user)
+    if password is not None:
+        flags |= 0x40
+        payload += _str(password)
+    return _packet(0x10, _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload)
+
+
+def subscribe_packet(packet_id: int, *filters: str, qos: int = 1) -> bytes:
+    return _packet(0x82, struct.pack("!H", packet_id) + b"".join(_str(f) + bytes([qos]) for f in filters))
+
+
+def publish_packet(topic: str, payload: bytes = b"") -> bytes:
+    """A QoS 0 PUBLISH."""
+    return _packet(0x30, _str(topic) + payload)
 
 
 class RawClient:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-import ssl
 
 import pytest
 from amqtt.broker import Broker
 from amqtt.errors import PluginInitError
 from gateway_support import HOST, RecordingEvents, bound_socket, device_client, good_password, raw_client, unique_id
+from OpenSSL import SSL
 
 from broker_config import GatewayConfig
 from hub.errors import DeviceNotOnlineError
@@ -18,13 +18,11 @@ from hub.gateway import Gateway
 
 
 async def test_ports_are_those_of_the_given_sockets(
-    events: RecordingEvents, server_ssl_context: ssl.SSLContext, gateway_config: GatewayConfig
+    events: RecordingEvents, server_tls: SSL.Context, gateway_config: GatewayConfig
 ) -> None:
     plain, tls = bound_socket(), bound_socket()
     ports = plain.getsockname()[1], tls.getsockname()[1]
-    async with Gateway(
-        events, mqtt_socket=plain, mqtts_socket=tls, ssl_context=server_ssl_context, config=gateway_config
-    ) as gateway:
+    async with Gateway(events, mqtt_socket=plain, mqtts_socket=tls, tls=server_tls, config=gateway_config) as gateway:
         assert (gateway.mqtt_port, gateway.mqtts_port) == ports
     assert plain.fileno() == -1
     assert tls.fileno() == -1
@@ -41,14 +39,14 @@ async def test_a_socket_that_is_only_bound_is_served(events: RecordingEvents) ->
             assert await client.connect(device_id, good_password(device_id)) == (0, 0)
 
 
-def test_sockets_and_tls_context_must_match(events: RecordingEvents, server_ssl_context: ssl.SSLContext) -> None:
+def test_sockets_and_tls_context_must_match(events: RecordingEvents, server_tls: SSL.Context) -> None:
     with pytest.raises(ValueError, match="needs"):
         Gateway(events)
     with bound_socket() as sock:
         with pytest.raises(ValueError, match="together"):
             Gateway(events, mqtts_socket=sock)
         with pytest.raises(ValueError, match="together"):
-            Gateway(events, mqtt_socket=sock, ssl_context=server_ssl_context)
+            Gateway(events, mqtt_socket=sock, tls=server_tls)
 
 
 async def test_a_gateway_is_entered_once(events: RecordingEvents) -> None:

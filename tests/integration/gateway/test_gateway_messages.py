@@ -319,3 +319,31 @@ async def test_a_clean_disconnect_sends_no_will(gateway: Gateway, events: Record
         await client.wait_closed()
     await events.wait_for(lambda: events.presence(device_id) == ["connected", "disconnected"])
     assert events.messages(device_id) == []
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(b"\x30\xff\xff\xff\xff\x00", id="remaining length of five bytes"),
+        pytest.param(b"\xf0\x00", id="reserved packet type 15"),
+        pytest.param(b"\x00\x00", id="reserved packet type 0"),
+        pytest.param(b"\x20\x02\x00\x00", id="a CONNACK from the client"),
+        pytest.param(b"\x82\x03\x00\x01\x00", id="a SUBSCRIBE cut short"),
+    ],
+)
+async def test_a_malformed_packet_closes_only_its_connection(
+    gateway: Gateway, events: RecordingEvents, garbage: bytes
+) -> None:
+    """amqtt 0.12.1 logs "Message discarded" and reads on from inside the garbage, leaving the
+    connection open; MQTT 3.1.1 section 4.8 says to close it (HubProtocolHandler._reader_loop)."""
+    bad, good = unique_id(), unique_id()
+    assert gateway.mqtt_port
+    async with raw_client(gateway.mqtt_port) as victim, raw_client(gateway.mqtt_port) as bystander:
+        assert await victim.connect(bad, good_password(bad)) == (0, 0)
+        assert await bystander.connect(good, good_password(good)) == (0, 0)
+        victim.writer.write(garbage)
+        await victim.writer.drain()
+        await victim.wait_closed()
+        await events.wait_for(lambda: events.presence(bad) == ["connected", "disconnected"])
+        await gateway.send(good, "$iothub/twin/PATCH/properties/desired/?$version=2", b"{}")
+        assert await bystander.next_publish() == ("$iothub/twin/PATCH/properties/desired/?$version=2", b"{}")

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
-from gateway_support import TWIN_BODY, RecordingEvents, device_client, next_message, raw_client, unique_id
+from cryptography.hazmat.primitives import serialization
+from gateway_support import (
+    TWIN_BODY,
+    RecordingEvents,
+    device_client,
+    good_password,
+    next_message,
+    raw_client,
+    unique_id,
+)
 
 from hub.gateway import Gateway
+from tests.pki import make_ca, make_device
 
 
 async def test_a_device_logs_in_over_tls(
@@ -43,3 +54,26 @@ async def test_tls_keepalive_drop(
         assert await client.connect(device_id, f"good-{device_id}", keepalive=1) == (0, 0)
         await client.wait_closed(timeout=5)
     await events.wait_for(lambda: events.presence(device_id) == ["connected", "disconnected"])
+
+
+async def test_the_login_gets_the_client_certificate_chain(
+    tls_gateway: Gateway, events: RecordingEvents, tls_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """What X.509 logins are judged on: every certificate the device sent, leaf first; none
+    over plain MQTT or a TLS connection without a client certificate."""
+    root = make_ca("gateway test root")
+    leaf = make_device(unique_id("x509"), make_ca("gateway test line", issuer=root))
+    cert, key = leaf.write(tmp_path, "device")
+    context = ssl.create_default_context(cafile=str(tls_files[0]))
+    context.load_cert_chain(cert, key)
+    assert tls_gateway.mqtts_port
+    assert tls_gateway.mqtt_port
+    device_id = leaf.cert.subject.rfc4514_string().removeprefix("CN=")
+    async with raw_client(tls_gateway.mqtts_port, tls_context=context) as client:
+        assert await client.connect(device_id, good_password(device_id)) == (0, 0)
+    chain = leaf.chain[0].public_bytes(serialization.Encoding.DER)
+    assert events.certificates[device_id] == [leaf.der, chain]
+    plain = unique_id()
+    async with raw_client(tls_gateway.mqtt_port) as client:
+        assert await client.connect(plain, good_password(plain)) == (0, 0)
+    assert events.certificates[plain] == []
