@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from device_sim.behaviours import Behaviours, MethodCall, MethodHandler, MethodProfile, MethodReply
-from device_sim.connection import DeviceIdentity, MqttEndpoint
+from device_sim.connection import DeviceIdentity, MqttEndpoint, X509Credential
 from device_sim.device import SimulatedDevice
 from device_sim.errors import DeviceSimError, NotConnectedError, ProvisioningError, TwinRequestError
-from device_sim.fleet import Fleet, FleetOptions, FleetStats, fleet_device_ids, provision_devices
+from device_sim.fleet import (
+    Fleet,
+    FleetOptions,
+    FleetStats,
+    fleet_device_ids,
+    provision_devices,
+    provision_x509_devices,
+)
 from device_sim.options import DeviceHooks, DeviceOptions, DeviceStats
+from device_sim.x509 import DeviceCertificateAuthority
 
 __all__ = [
     "Behaviours",
+    "DeviceCertificateAuthority",
     "DeviceHooks",
     "DeviceIdentity",
     "DeviceOptions",
@@ -28,6 +37,8 @@ __all__ = [
     "ProvisioningError",
     "SimulatedDevice",
     "TwinRequestError",
+    "X509Credential",
     "fleet_device_ids",
     "provision_devices",
+    "provision_x509_devices",
 ]

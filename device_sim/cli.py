@@ -15,9 +15,10 @@ import typer
 
 from device_sim.behaviours import Behaviours, parse_profiles
 from device_sim.connection import DeviceIdentity, MqttEndpoint
-from device_sim.errors import ProvisioningError
+from device_sim.errors import DeviceSimError, ProvisioningError
 from device_sim.fleet import Fleet, FleetOptions
 from device_sim.options import DeviceOptions
+from device_sim.x509 import DeviceCertificateAuthority
 from hub.wire.sas import SasTokenError
 from job_client.errors import FleetHubError
 from job_client.registry import AsyncRegistryClient
@@ -58,6 +59,7 @@ class _Plan:
     fleet_options: FleetOptions
     duration: float | None
     status_interval: float
+    x509: DeviceCertificateAuthority | None = None
 
     def endpoint(self, hostname: str) -> MqttEndpoint:
         return MqttEndpoint.for_hub(
@@ -89,6 +91,7 @@ async def _build_fleet(plan: _Plan) -> Fleet:
             behaviours=plan.behaviours,
             options=plan.options,
             fleet_options=plan.fleet_options,
+            x509=plan.x509,
         )
 
 
@@ -137,6 +140,27 @@ async def _until_signalled(work: Callable[[], Coroutine[Any, Any, None]]) -> boo
     return bool(signalled)
 
 
+def _x509_authority(
+    x509: bool, ca: Path | None, ca_key: Path | None, directory: Path, *, tls: bool, fleet: bool
+) -> DeviceCertificateAuthority | None:
+    if not x509:
+        if ca is not None or ca_key is not None:
+            raise typer.BadParameter("--x509-ca and --x509-ca-key go with --x509")
+        return None
+    if ca is None or ca_key is None:
+        raise typer.BadParameter(
+            "--x509 needs --x509-ca and --x509-ca-key (the CA that issues the devices' certificates)"
+        )
+    if not tls:
+        raise typer.BadParameter("--x509 devices log in with TLS client certificates: drop --no-tls")
+    if not fleet:
+        raise typer.BadParameter("--x509 provisions a fleet: give --hub-connection-string, not a device's")
+    try:
+        return DeviceCertificateAuthority.load(ca, ca_key, directory=directory)
+    except DeviceSimError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 def _new_runner(use_uvloop: bool) -> asyncio.Runner:
     if use_uvloop:
         if uvloop is None:
@@ -176,6 +200,21 @@ def run(
         int | None, typer.Option(min=1, max=65535, help="Broker port (default 8883 with TLS, 1883 without).")
     ] = None,
     tls: Annotated[bool, typer.Option("--tls/--no-tls", help="MQTT over TLS.")] = True,
+    x509: Annotated[
+        bool,
+        typer.Option(
+            "--x509",
+            help="X.509 devices: registered as certificateAuthority, each with a certificate the --x509-ca "
+            "issues (the CA is registered with the hub too). Needs TLS.",
+        ),
+    ] = False,
+    x509_ca: Annotated[Path | None, typer.Option(help="With --x509: the CA certificate (PEM).")] = None,
+    x509_ca_key: Annotated[
+        Path | None, typer.Option(help="With --x509: the CA's private key (PEM, unencrypted).")
+    ] = None,
+    x509_dir: Annotated[
+        Path, typer.Option(help="With --x509: where the devices' certificates and keys are written.")
+    ] = Path("fleethub-sim-certs"),
     method_latency: Annotated[
         list[str] | None,
         typer.Option(help="METHOD=SECONDS or METHOD=LOW:HIGH (jitter); '*' for every method. Repeatable."),
@@ -209,6 +248,7 @@ def run(
         profiles, default_profile = parse_profiles(method_latency or [], failure_rate or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    authority = _x509_authority(x509, x509_ca, x509_ca_key, x509_dir, tls=tls, fleet=not device_connection_string)
     plan = _Plan(
         hub_connection_string=hub_connection_string,
         device_connection_string=device_connection_string,
@@ -227,6 +267,7 @@ def run(
         fleet_options=FleetOptions(batch_size=batch_size, churn=churn, churn_seed=seed),
         duration=duration,
         status_interval=status_interval,
+        x509=authority,
     )
     with _new_runner(use_uvloop) as runner:
         try:

@@ -80,7 +80,7 @@ class SimulatedDevice:
     reported its startup properties, and cleared when the connection drops.
     """
 
-    __slots__ = ("_drop", "_endpoint", "_identity", "_protocol", "_task", "connected")
+    __slots__ = ("_drop", "_endpoint", "_identity", "_protocol", "_task", "_tls", "connected")
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class SimulatedDevice:
     ) -> None:
         self._identity = identity
         self._endpoint = endpoint
+        self._tls = endpoint.tls_for(identity)  # built once: loading a certificate is not free
         self._protocol = DeviceProtocol(
             identity.device_id,
             behaviours=behaviours or Behaviours(),
@@ -257,7 +258,7 @@ class SimulatedDevice:
             protocol=aiomqtt.ProtocolVersion.V311,
             clean_session=False,
             keepalive=options.keepalive,
-            tls_context=self._endpoint.tls,
+            tls_context=self._tls,
             timeout=options.connect_timeout,
         )
         client.pending_calls_threshold = _PENDING_CALLS_THRESHOLD

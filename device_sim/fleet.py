@@ -1,7 +1,8 @@
 """Many simulated devices in one process: provisioning over the REST API, batched connects.
 
 Per-device cost is one ``SimulatedDevice`` (its aiomqtt client and a reader task); options,
-behaviours, hooks and the TLS context are shared by the whole fleet.
+behaviours, hooks and the TLS context are shared by the whole fleet (X.509 devices have a
+TLS context each: it holds the device's certificate).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from types import TracebackType
 from typing import Self
 
 from device_sim.behaviours import Behaviours
-from device_sim.connection import DeviceIdentity, MqttEndpoint
+from device_sim.connection import DeviceIdentity, MqttEndpoint, X509Credential
 from device_sim.device import SimulatedDevice
 from device_sim.errors import ProvisioningError
 from device_sim.options import DeviceHooks, DeviceOptions, DeviceStats
+from device_sim.x509 import DeviceCertificateAuthority
 from job_client.errors import DeviceAlreadyExistsError
+from job_client.models import DeviceSpec
 from job_client.registry import AsyncRegistryClient
 
-__all__ = ["Fleet", "FleetOptions", "FleetStats", "fleet_device_ids", "provision_devices"]
+__all__ = ["Fleet", "FleetOptions", "FleetStats", "fleet_device_ids", "provision_devices", "provision_x509_devices"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,33 @@ async def provision_devices(
     if keyless:
         raise ProvisioningError(keyless)
     return {device_id: keys[device_id] for device_id in wanted}
+
+
+async def provision_x509_devices(
+    registry: AsyncRegistryClient, device_ids: Sequence[str], authority: DeviceCertificateAuthority
+) -> dict[str, X509Credential]:
+    """Make sure every device exists as a certificateAuthority device and the hub trusts
+    ``authority``; return each device's certificate, issued by it."""
+    wanted = list(dict.fromkeys(device_ids))
+    await authority.register(registry)
+    result = await registry.bulk_create_devices(DeviceSpec(d, authentication="certificateAuthority") for d in wanted)
+    failures = {
+        error.device_id: error.error_code
+        for error in result.errors
+        if error.error_code != DeviceAlreadyExistsError.default_code
+    }
+    if failures:
+        raise ProvisioningError(failures)
+    existing = {error.device_id for error in result.errors}
+    if existing:
+        wrong = {
+            device.device_id: "NotCertificateAuthority"
+            for device in await registry.list_devices(max_count=1000)
+            if device.device_id in existing and device.authentication != "certificateAuthority"
+        }
+        if wrong:
+            raise ProvisioningError(wrong)
+    return {device_id: authority.issue(device_id) for device_id in wanted}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +193,20 @@ class Fleet:
         options: DeviceOptions | None = None,
         hooks: DeviceHooks | None = None,
         fleet_options: FleetOptions | None = None,
+        x509: DeviceCertificateAuthority | None = None,
     ) -> Fleet:
-        """Create (or reuse) ``{prefix}{i:0{width}d}`` devices through the REST API and build the fleet."""
+        """Create (or reuse) ``{prefix}{i:0{width}d}`` devices through the REST API and build the
+        fleet; with ``x509`` they are X.509 devices whose certificates that CA issues."""
         device_ids = fleet_device_ids(prefix, count, start=start, width=width)
-        keys = await provision_devices(registry, device_ids)
-        identities = [DeviceIdentity(registry.hostname, device_id, keys[device_id]) for device_id in device_ids]
+        if x509 is not None:
+            credentials = await provision_x509_devices(registry, device_ids, x509)
+            identities = [
+                DeviceIdentity(registry.hostname, device_id, certificate=credentials[device_id])
+                for device_id in device_ids
+            ]
+        else:
+            keys = await provision_devices(registry, device_ids)
+            identities = [DeviceIdentity(registry.hostname, device_id, keys[device_id]) for device_id in device_ids]
         return cls(
             identities, endpoint, behaviours=behaviours, options=options, hooks=hooks, fleet_options=fleet_options
         )

@@ -33,6 +33,7 @@ from job_client.jobs import AsyncJobClient, JobClient
 from job_client.models import (
     BulkError,
     BulkResult,
+    Certificate,
     ConnectionState,
     Device,
     DeviceJobResult,
@@ -82,6 +83,7 @@ __all__ = [
     "BadRequestError",
     "BulkError",
     "BulkResult",
+    "Certificate",
     "CertificateAlreadyExistsError",
     "CertificateNotFoundError",
     "ConflictError",

@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     wait_for_state,
     wait_for_twin,
 )
+from tests.pki import make_ca
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -393,3 +394,60 @@ async def test_cli_single_device_over_tls_stops_on_sigterm(
     assert "(TLS)" in printed
     assert "stopped by signal" in printed
     await wait_for_state(api, creds.device_id, "Disconnected")
+
+
+async def test_cli_runs_an_x509_fleet_with_the_ca_it_is_given(
+    hub: Hub, registry: AsyncRegistryClient, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    assert hub.endpoints is not None
+    ca_cert, ca_key = make_ca("sim fleet root").write(tmp_path / "ca", "ca")
+    out, err = tmp_path / "sim.out", tmp_path / "sim.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "device_sim",
+            "--hub-connection-string", connection_string(hub),
+            "--url", f"http://127.0.0.1:{hub.endpoints.http_port}",
+            "--ca-cert", str(hub.endpoints.ca_cert),
+            "--mqtt-host", "localhost", "--mqtt-port", str(hub.endpoints.mqtts_port),
+            "--count", "4", "--prefix", "x509-",
+            "--x509", "--x509-ca", str(ca_cert), "--x509-ca-key", str(ca_key), "--x509-dir", str(tmp_path / "certs"),
+            "--duration", "8",
+            stdout=stdout, stderr=stderr, cwd=_REPO,
+        )  # fmt: skip
+        try:
+            for i in range(4):
+                await wait_for_state(api, f"x509-{i:04d}", timeout=30)
+            answer = await registry.invoke_method("x509-0002", "lockDoor", response_timeout=5)
+            assert (answer.status, answer.payload) == (200, {"locked": True})
+            result = await asyncio.wait_for(process.wait(), timeout=60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert result == 0, f"stdout:\n{out.read_text()}\nstderr:\n{err.read_text()}"
+    device = (await api.get("/devices/x509-0001")).json()
+    assert device["authentication"]["type"] == "certificateAuthority"
+    assert device["authentication"]["symmetricKey"] == {"primaryKey": None, "secondaryKey": None}
+    [registered] = await registry.list_certificates()
+    assert registered.subject == "CN=sim fleet root"
+    assert sorted(p.name for p in (tmp_path / "certs").iterdir())[:2] == ["x509-0000.key.pem", "x509-0000.pem"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--x509"], "--x509 needs --x509-ca and --x509-ca-key"),
+        (["--x509-ca", "ca.pem"], "go with --x509"),
+        (["--x509", "--x509-ca", "ca.pem", "--x509-ca-key", "ca.key", "--no-tls"], "drop --no-tls"),
+    ],
+)
+def test_cli_x509_options_are_checked_before_anything_runs(args: list[str], says: str) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "device_sim", "--hub-connection-string", "HostName=h;SharedAccessKeyName=x;"
+         "SharedAccessKey=a2V5a2V5a2V5a2V5a2V5a2V5", *args],
+        capture_output=True, text=True, cwd=_REPO, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert says in " ".join(result.stderr.split())

@@ -14,6 +14,7 @@ EXPECTED = {
     "BadRequestError",
     "BulkError",
     "BulkResult",
+    "Certificate",
     "CertificateAlreadyExistsError",
     "CertificateNotFoundError",
     "ConflictError",
