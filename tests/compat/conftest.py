@@ -45,6 +45,7 @@ from tests.compat.sdkenv import (
     unavailable,
 )
 from tests.e2e.processes import HOST, START_TIMEOUT, free_ports, hub_env, run_cli
+from tests.pki import Identity, make_ca, make_device, make_self_signed
 
 HOSTNAME = "localhost"
 MQTTS_PORT = 8883
@@ -313,14 +314,47 @@ DeviceAgents = Callable[..., tuple[str, Agent]]
 
 
 @pytest.fixture(scope="session")
-def device_agents(compat_hub: CompatHub) -> Iterator[DeviceAgents]:
-    """``start(sdk, prefix, **tags)``: register a device (tagged) and run it on the real device
-    SDK ``sdk`` ("python" or "node"); every agent is stopped at the end of the session."""
-    agents: list[Agent] = []
+def device_ca(compat_hub: CompatHub) -> Identity:
+    """A CA registered with the compat hub (``PUT /certificates``) for certificateAuthority devices."""
+    ca = make_ca("fleethub compat root")
+    with compat_hub.registry() as registry:
+        registry.put_certificate("compat-root", ca.pem)
+    return ca
 
-    def start(sdk: str, prefix: str, **tags: Any) -> tuple[str, Agent]:
-        connection_string = compat_hub.new_device(prefix, **tags)
-        env = sdk_env(compat_hub, DEVICE_CONNECTION_STRING=connection_string)
+
+@pytest.fixture(scope="session")
+def device_agents(
+    compat_hub: CompatHub, device_ca: Identity, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeviceAgents]:
+    """``start(sdk, prefix, transport="mqtt", auth="sas", **tags)``: register a device (tagged)
+    and run it on the real device SDK ``sdk`` ("python" or "node"), over MQTT/TLS on 8883 or
+    ``transport="websockets"`` (wss on 443), logging in with a SAS connection string or an X.509
+    certificate (``auth="selfSigned"``: registered by thumbprint; ``auth="certificateAuthority"``:
+    issued by ``device_ca``). Every agent is stopped at the end of the session."""
+    agents: list[Agent] = []
+    certificates = tmp_path_factory.mktemp("device-certificates")
+
+    def start(sdk: str, prefix: str, *, transport: str = "mqtt", auth: str = "sas", **tags: Any) -> tuple[str, Agent]:
+        if auth == "sas":
+            connection_string = compat_hub.new_device(prefix, **tags)
+            env = sdk_env(compat_hub, DEVICE_CONNECTION_STRING=connection_string)
+        else:
+            device_id = f"{prefix}-{uuid.uuid4().hex[:6]}"
+            identity = make_self_signed(device_id) if auth == "selfSigned" else make_device(device_id, device_ca)
+            with compat_hub.registry() as registry:
+                registry.create_device(device_id, authentication=auth, primary_thumbprint=identity.sha1
+                                       if auth == "selfSigned" else None)  # fmt: skip
+                if tags:
+                    registry.update_twin(device_id, {"tags": tags})
+            cert_file, key_file = identity.write(certificates, device_id)
+            connection_string = f"HostName={HOSTNAME};DeviceId={device_id};x509=true"
+            env = sdk_env(
+                compat_hub,
+                DEVICE_CONNECTION_STRING=connection_string,
+                X509_CERT_FILE=str(cert_file),
+                X509_KEY_FILE=str(key_file),
+            )
+        env["DEVICE_TRANSPORT"] = transport
         if sdk == "python":
             python = python_env("azure-iot-device", PYTHON_DEVICE).python
             args, cwd, name = [str(python), str(CLIENTS / "python_device.py")], CLIENTS, "azure-iot-device (Python)"
@@ -328,7 +362,7 @@ def device_agents(compat_hub: CompatHub) -> Iterator[DeviceAgents]:
             node = node_env("node-sdks", NODE_PACKAGES)
             env["NODE_PATH"] = str(node.root / "node_modules")
             args, cwd, name = [node.node, str(CLIENTS / "node" / "device.js")], node.root, "azure-iot-device (Node)"
-        agent = Agent(args, env=env, cwd=cwd, name=f"{name} {prefix}")
+        agent = Agent(args, env=env, cwd=cwd, name=f"{name} {prefix} ({transport}, {auth})")
         agents.append(agent)
         agent.event("connected", timeout=60)
         return device_id_of(connection_string), agent

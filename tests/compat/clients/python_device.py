@@ -3,15 +3,17 @@ SDK's own virtual environment. It is written the way the SDK's samples are, and 
 JSON event per line: what it received and what it sent, for the test to check.
 
 Reads its connection string from ``DEVICE_CONNECTION_STRING`` and the hub's CA from the file
-named by ``FLEETHUB_CA_PEM``. Commands on stdin, one per line: ``get_twin``,
-``report {json}`` and ``quit``.
+named by ``FLEETHUB_CA_PEM``. ``DEVICE_TRANSPORT=websockets`` connects over MQTT over
+WebSockets (443) as ``websockets=True`` does. A connection string with ``x509=true`` logs in
+with the certificate in ``X509_CERT_FILE`` / ``X509_KEY_FILE`` (create_from_x509_certificate).
+Commands on stdin, one per line: ``get_twin``, ``report {json}`` and ``quit``.
 """
 
 import json
 import os
 import sys
 
-from azure.iot.device import IoTHubDeviceClient, MethodResponse
+from azure.iot.device import X509, IoTHubDeviceClient, MethodResponse
 
 
 def emit(event, **fields):
@@ -21,9 +23,21 @@ def emit(event, **fields):
 def main():
     with open(os.environ["FLEETHUB_CA_PEM"]) as ca:
         certificate = ca.read()
-    client = IoTHubDeviceClient.create_from_connection_string(
-        os.environ["DEVICE_CONNECTION_STRING"], server_verification_cert=certificate
-    )
+    connection_string = os.environ["DEVICE_CONNECTION_STRING"]
+    websockets = os.environ.get("DEVICE_TRANSPORT") == "websockets"
+    fields = dict(part.split("=", 1) for part in connection_string.split(";"))
+    if fields.get("x509") == "true":
+        client = IoTHubDeviceClient.create_from_x509_certificate(
+            x509=X509(os.environ["X509_CERT_FILE"], os.environ["X509_KEY_FILE"]),
+            hostname=fields["HostName"],
+            device_id=fields["DeviceId"],
+            server_verification_cert=certificate,
+            websockets=websockets,
+        )
+    else:
+        client = IoTHubDeviceClient.create_from_connection_string(
+            connection_string, server_verification_cert=certificate, websockets=websockets
+        )
 
     def on_method(request):
         emit("method", name=request.name, payload=request.payload)

@@ -2,10 +2,13 @@
 // A device on the real Node device SDK (azure-iot-device + azure-iot-device-mqtt), run by
 // fleethub's compat tests: written the way the SDK's samples are, printing one JSON event
 // per line. DEVICE_CONNECTION_STRING names the device; NODE_EXTRA_CA_CERTS trusts the hub.
+// DEVICE_TRANSPORT=websockets uses MqttWs (wss on 443); a connection string with x509=true
+// logs in with the certificate in X509_CERT_FILE / X509_KEY_FILE, as simple_sample_device_x509.js.
 // Commands on stdin, one per line: get_twin, report {json}, quit.
 
+const fs = require('fs');
 const { Client } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const readline = require('readline');
 
 function emit(event, fields) {
@@ -17,7 +20,14 @@ function plain(properties) {
 }
 
 async function main() {
-  const client = Client.fromConnectionString(process.env.DEVICE_CONNECTION_STRING, Mqtt);
+  const transport = process.env.DEVICE_TRANSPORT === 'websockets' ? MqttWs : Mqtt;
+  const client = Client.fromConnectionString(process.env.DEVICE_CONNECTION_STRING, transport);
+  if (process.env.X509_CERT_FILE) {
+    client.setOptions({
+      cert: fs.readFileSync(process.env.X509_CERT_FILE, 'utf-8').toString(),
+      key: fs.readFileSync(process.env.X509_KEY_FILE, 'utf-8').toString(),
+    });
+  }
   client.on('connect', () => emit('connection', { connected: true }));
   client.on('disconnect', () => emit('connection', { connected: false }));
   client.on('error', (err) => emit('error', { message: err.message }));
