@@ -23,7 +23,7 @@ from device_sim.errors import ProvisioningError
 from device_sim.options import DeviceHooks, DeviceOptions, DeviceStats
 from device_sim.x509 import DeviceCertificateAuthority
 from job_client.errors import DeviceAlreadyExistsError
-from job_client.models import DeviceSpec
+from job_client.models import BulkResult, DeviceSpec
 from job_client.registry import AsyncRegistryClient
 
 __all__ = ["Fleet", "FleetOptions", "FleetStats", "fleet_device_ids", "provision_devices", "provision_x509_devices"]
@@ -41,6 +41,17 @@ def fleet_device_ids(prefix: str, count: int, *, start: int = 0, width: int = 4)
     return [f"{prefix}{index:0{width}d}" for index in range(start, start + count)]
 
 
+def _raise_refusals(result: BulkResult) -> None:
+    """ProvisioningError for the devices a bulk create refused (existing ones are fine)."""
+    failures = {
+        error.device_id: error.error_code
+        for error in result.errors
+        if error.error_code != DeviceAlreadyExistsError.default_code
+    }
+    if failures:
+        raise ProvisioningError(failures)
+
+
 async def provision_devices(
     registry: AsyncRegistryClient, device_ids: Sequence[str], *, concurrency: int = 16
 ) -> dict[str, str]:
@@ -53,14 +64,7 @@ async def provision_devices(
     wanted = list(dict.fromkeys(device_ids))
     if not wanted:
         return {}
-    result = await registry.bulk_create_devices(wanted)
-    failures = {
-        error.device_id: error.error_code
-        for error in result.errors
-        if error.error_code != DeviceAlreadyExistsError.default_code
-    }
-    if failures:
-        raise ProvisioningError(failures)
+    _raise_refusals(await registry.bulk_create_devices(wanted))
     wanted_set = set(wanted)
     keys = {
         device.device_id: device.primary_key
@@ -95,13 +99,7 @@ async def provision_x509_devices(
     wanted = list(dict.fromkeys(device_ids))
     await authority.register(registry)
     result = await registry.bulk_create_devices(DeviceSpec(d, authentication="certificateAuthority") for d in wanted)
-    failures = {
-        error.device_id: error.error_code
-        for error in result.errors
-        if error.error_code != DeviceAlreadyExistsError.default_code
-    }
-    if failures:
-        raise ProvisioningError(failures)
+    _raise_refusals(result)
     existing = {error.device_id for error in result.errors}
     if existing:
         wrong = {
