@@ -296,7 +296,9 @@ async def test_sdk_round_trip(hub: Hub) -> None:
             "sdk-2", "tags.x = 1", {"tags": {"y": 2}}, start_time=datetime.now(UTC) + timedelta(days=1)
         )
         assert str(twin.status) == "queued"
-        fetched = await client.get_job("sdk-1")
+        async with asyncio.timeout(10):  # the runner makes a job that starts later scheduled
+            while str((fetched := await client.get_job("sdk-1")).status) != "scheduled":
+                await asyncio.sleep(0.05)
         assert fetched.cloud_to_device_method is not None
         assert fetched.cloud_to_device_method["methodName"] == "ping"
         assert fetched.end_time is None
@@ -308,5 +310,5 @@ async def test_sdk_round_trip(hub: Hub) -> None:
         methods = [job.job_id async for job in client.query_jobs(job_type="scheduleDeviceMethod")]
         assert methods == ["sdk-1"]
         events = await client.list_events("sdk-1")
-        assert len(events) == 2
+        assert len(events) == 3  # created (queued), scheduled, cancelled
         assert [r async for r in client.list_device_results("sdk-1")] == []

@@ -273,7 +273,9 @@ async def test_a_job_for_later_is_created_queued_then_scheduled(api: httpx.Async
     async with asyncio.timeout(10):
         while (await api.get("/jobs/v2/later-job")).json()["status"] != "scheduled":
             await asyncio.sleep(0.05)
-    events = [e["message"] for e in (await api.get("/jobs/v2/later-job/events")).json()]
+        # The runner writes its events in the background, just after the change.
+        while len(events := [e["message"] for e in (await api.get("/jobs/v2/later-job/events")).json()]) < 2:
+            await asyncio.sleep(0.05)
     assert events[0] == "job created (queued)"
     assert events[1].endswith("; scheduled")
 
