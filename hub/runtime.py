@@ -137,6 +137,7 @@ class Hub:
 
     async def _start(self) -> None:
         s = self.settings
+        device_cas = _device_cas(s)  # a bad --device-ca stops the start before anything is made
         s.data_dir.mkdir(parents=True, exist_ok=True)
         sockets = _bind_all(s)
         for sock in sockets.values():
@@ -168,7 +169,7 @@ class Hub:
             max_twin_gets_per_device=s.max_twin_gets_per_device,
             schedule_grace_seconds=s.schedule_grace_seconds,
             schedule_run_history=s.schedule_run_history,
-            device_cas=_device_cas(s),
+            device_cas=device_cas,
         )
         gateway.events = services.devices
         services.policies.update(await ensure_policies(store, s.owner_key))

@@ -125,6 +125,8 @@ def test_taken_port_from_the_environment_names_it_too(tmp_path: Path) -> None:
         ("FLEETHUB_LOG_LEVEL", "chatty", ["--log-level", "FLEETHUB_LOG_LEVEL"]),
         ("FLEETHUB_DATABASE_URL", "mysql://root:hunter2@db/hub", ["--database-url", "FLEETHUB_DATABASE_URL"]),
         ("FLEETHUB_TLS_CERT", "/only/the/cert.pem", ["--tls-key", "FLEETHUB_TLS_KEY"]),
+        ("FLEETHUB_DEVICE_CA", "/no/such/ca.pem", ["cannot read --device-ca /no/such/ca.pem"]),
+        ("FLEETHUB_DEVICE_CA", __file__, ["holds no PEM certificate"]),
     ],
 )
 def test_bad_setting_fails_the_start_with_a_message(
