@@ -22,8 +22,8 @@ from bench.harness import percentile
 from hub.domain.clock import SystemClock
 from hub.domain.devices import new_device
 from hub.domain.twin import PropertySet, Twin
-from hub.engine.presence import PresenceService
 from hub.engine.query import QueryService
+from hub.engine.sessions.presence import PresenceService
 from hub.storage.mappers import new_device_values, twin_values
 from hub.storage.sql import SqlStore
 from hub.storage.tables import DeviceRow

@@ -171,7 +171,7 @@ class Hub:
             schedule_run_history=s.schedule_run_history,
             device_cas=device_cas,
         )
-        gateway.events = services.devices
+        gateway.events = services.device_events
         services.policies.update(await ensure_policies(store, s.owner_key))
         await self._stack.enter_async_context(services.presence.running())
         # Inside presence and outside the gateway: stopped devices' last patches still land.

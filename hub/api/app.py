@@ -11,8 +11,8 @@ from hub.api.errors import install_error_handlers
 from hub.api.limits import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, RequestLimits
 from hub.api.routes import certificates, devices, health, jobs, query, schedules, statistics, twins
 from hub.api.slashes import TrailingSlashes
-from hub.engine.ports import DeviceStreams
 from hub.engine.services import Services
+from hub.ports import DeviceStreams
 
 __all__ = ["create_app"]
 

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from hub.engine.ports import DeviceStreams
+from hub.ports import DeviceStreams
 
 __all__ = ["DEVICE_WEBSOCKET_PATH", "WebSocketTransport", "router"]
 

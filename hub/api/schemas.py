@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.domain.devices import AuthKind, Device, DeviceAuth, DeviceStatus, SymmetricKeys, normalize_thumbprint
 from hub.domain.twin import isoformat
-from hub.engine.registry import DeviceSpec
+from hub.engine.sessions.registry import DeviceSpec
 from hub.errors import BadRequestError
 
 __all__ = [

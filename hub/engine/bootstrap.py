@@ -7,8 +7,8 @@ import binascii
 
 from hub.domain.devices import generate_key
 from hub.domain.policies import DEFAULT_POLICY_RIGHTS, AccessPolicy
-from hub.engine.ports import PolicyStore
 from hub.errors import BadRequestError
+from hub.ports import PolicyStore
 
 __all__ = ["ensure_policies"]
 

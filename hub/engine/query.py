@@ -12,9 +12,9 @@ from enum import StrEnum
 from hub.domain.jobs import device_job_document
 from hub.domain.json import JsonObject, is_integer
 from hub.domain.twin import twin_document
-from hub.engine.ports import QueryStore
-from hub.engine.presence import PresenceService
+from hub.engine.sessions.presence import PresenceService
 from hub.errors import BadRequestError
+from hub.ports import QueryStore
 from hub.query.ast import Query, Source, Star
 from hub.query.evaluate import project
 from hub.query.parser import parse_query

@@ -9,20 +9,21 @@ from cryptography import x509
 
 from hub.domain.clock import Clock
 from hub.domain.policies import AccessPolicy
-from hub.engine.certificates import CertificateService
-from hub.engine.devicebus import DeviceAuthenticator, DeviceBus
-from hub.engine.jobresults import ResultWriter
-from hub.engine.jobrunner import JobRunner
-from hub.engine.jobruns import JobRunContext
-from hub.engine.jobs import JobService
-from hub.engine.methods import DEFAULT_MAX_CALLS_PER_DEVICE, MethodService
-from hub.engine.ports import DeviceLink, Store
-from hub.engine.presence import PresenceService
+from hub.engine.jobs.results import ResultWriter
+from hub.engine.jobs.runner import JobRunner
+from hub.engine.jobs.runs import JobRunContext
+from hub.engine.jobs.service import JobService
 from hub.engine.query import QueryService
-from hub.engine.registry import RegistryService
-from hub.engine.scheduler import DEFAULT_GRACE_SECONDS, Scheduler
-from hub.engine.schedules import DEFAULT_RUN_HISTORY, ScheduleService
-from hub.engine.twins import MAX_TWIN_GETS_PER_DEVICE, TwinService
+from hub.engine.schedules.scheduler import DEFAULT_GRACE_SECONDS, Scheduler
+from hub.engine.schedules.service import DEFAULT_RUN_HISTORY, ScheduleService
+from hub.engine.sessions.auth import DeviceAuthenticator
+from hub.engine.sessions.certificates import CertificateService
+from hub.engine.sessions.handler import DeviceEventHandler
+from hub.engine.sessions.methods import DEFAULT_MAX_CALLS_PER_DEVICE, MethodService
+from hub.engine.sessions.presence import PresenceService
+from hub.engine.sessions.registry import RegistryService
+from hub.engine.sessions.twins import MAX_TWIN_GETS_PER_DEVICE, TwinService
+from hub.ports import DeviceLink, Store
 
 __all__ = ["Services"]
 
@@ -37,7 +38,7 @@ class Services:
     twins: TwinService
     methods: MethodService
     certificates: CertificateService
-    devices: DeviceBus
+    device_events: DeviceEventHandler
     query: QueryService
     jobs: JobService
     job_runner: JobRunner
@@ -81,7 +82,7 @@ class Services:
                 await link.disconnect(device_id)
 
         certificates.revoke = revoke
-        bus = DeviceBus(auth, presence, twins, methods)
+        bus = DeviceEventHandler(auth, presence, twins, methods)
         query = QueryService(store, presence)
         runner = JobRunner(
             JobRunContext(
@@ -114,7 +115,7 @@ class Services:
             twins=twins,
             methods=methods,
             certificates=certificates,
-            devices=bus,
+            device_events=bus,
             query=query,
             jobs=jobs,
             job_runner=runner,

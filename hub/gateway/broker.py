@@ -72,11 +72,11 @@ from amqtt.mqtt.publish import PublishPacket
 from OpenSSL import SSL
 
 from broker_config import GatewayConfig
-from hub.engine.ports import DeviceEvents
 from hub.errors import DeviceNotOnlineError
 from hub.gateway import scope
 from hub.gateway.throttle import ConnectThrottle
 from hub.gateway.tlsbio import start_tls_server
+from hub.ports import DeviceEvents
 
 __all__ = ["STREAM_LISTENER", "HubBroker", "HubProtocolHandler", "Listener"]
 

@@ -12,9 +12,9 @@ from typing import Self
 from OpenSSL import SSL
 
 from broker_config import GatewayConfig, load_gateway_config
-from hub.engine.ports import DeviceEvents
 from hub.errors import DeviceNotOnlineError
 from hub.gateway.broker import HubBroker, Listener
+from hub.ports import DeviceEvents
 
 __all__ = ["Gateway"]
 

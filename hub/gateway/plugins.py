@@ -21,7 +21,7 @@ from hub.gateway import scope
 from hub.gateway.broker import HubBroker
 
 if TYPE_CHECKING:
-    from hub.engine.ports import DeviceEvents
+    from hub.ports import DeviceEvents
 
 __all__ = ["DeviceAuthPlugin", "DeviceTopicPlugin"]
 

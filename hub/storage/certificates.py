@@ -38,7 +38,7 @@ def _from_row(row: RowMapping) -> CaCertificate:
 
 
 class SqlCertificateStore:
-    """hub.engine.ports.CertificateStore for SqlStore, which provides ``_begin`` and
+    """hub.ports.CertificateStore for SqlStore, which provides ``_begin`` and
     ``_insert_ignoring_conflicts``."""
 
     if TYPE_CHECKING:

@@ -27,7 +27,7 @@ def _not_found(schedule_id: str) -> ScheduleNotFoundError:
 
 
 class SqlScheduleStore:
-    """hub.engine.ports.ScheduleStore for SqlStore, which provides ``_begin`` and ``_dialect``."""
+    """hub.ports.ScheduleStore for SqlStore, which provides ``_begin`` and ``_dialect``."""
 
     _dialect: str
 

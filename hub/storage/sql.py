@@ -19,7 +19,6 @@ from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus, Job
 from hub.domain.json import JsonObject
 from hub.domain.policies import AccessPolicy
 from hub.domain.twin import Twin
-from hub.engine.ports import PresenceUpdate, TwinJobBatch
 from hub.errors import (
     ConcurrencyConflictError,
     DeviceAlreadyExistsError,
@@ -27,6 +26,7 @@ from hub.errors import (
     JobAlreadyExistsError,
     JobNotFoundError,
 )
+from hub.ports import PresenceUpdate, TwinJobBatch
 from hub.query.ast import Expr, Query
 from hub.storage.certificates import SqlCertificateStore
 from hub.storage.engines import create_engine
@@ -253,7 +253,7 @@ def _first_by_key(items: Sequence[dict[str, Any]], key: str) -> list[dict[str, A
 
 
 class SqlStore(SqlScheduleStore, SqlCertificateStore):
-    """Implements hub.engine.ports.Store; build one with ``SqlStore.open(url)``."""
+    """Implements hub.ports.Store; build one with ``SqlStore.open(url)``."""
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
         self._engine = engine

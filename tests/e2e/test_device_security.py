@@ -19,7 +19,7 @@ import aiomqtt
 import httpx
 import pytest
 
-from hub.engine import devicebus
+from hub.engine.sessions import auth as device_auth
 from hub.runtime import Hub
 from hub.wire.sas import SasToken, device_resource_uri, generate_sas_token, signature_matches
 from tests.e2e.conftest import (
@@ -297,7 +297,7 @@ async def test_each_distinct_token_is_verified_once(
         checked.append(token.raw_resource)
         return signature_matches(token, *keys)
 
-    monkeypatch.setattr(devicebus, "signature_matches", counting_check)
+    monkeypatch.setattr(device_auth, "signature_matches", counting_check)
     wrong = creds.token(key=other.primary_key)
     assert await log_in_raw(hub, creds.device_id, wrong) == NOT_AUTHORIZED
     first = len(checked)

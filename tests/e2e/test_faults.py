@@ -19,7 +19,7 @@ import pytest
 from device_sim import Behaviours, Fleet, FleetOptions, MethodProfile, MqttEndpoint
 from device_sim.options import DeviceOptions
 from hub.domain.devices import ConnectionState, new_device
-from hub.engine.ports import PresenceUpdate
+from hub.ports import PresenceUpdate
 from hub.runtime import Hub
 from hub.storage import SqlStore
 from job_client import AsyncRegistryClient

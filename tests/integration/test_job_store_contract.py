@@ -1,4 +1,4 @@
-"""The JobStore contract (hub.engine.ports), run against SqlStore on SQLite and on PostgreSQL."""
+"""The JobStore contract (hub.ports), run against SqlStore on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from hub.domain.jobs import (
 from hub.domain.methods import MethodRequest
 from hub.domain.rollout import JobControls
 from hub.domain.twin import Twin, apply_desired_patch, apply_tags_patch
-from hub.engine.ports import JobStore, TwinJobBatch
 from hub.errors import ConcurrencyConflictError, JobAlreadyExistsError, JobNotFoundError
+from hub.ports import JobStore, TwinJobBatch
 from hub.storage import SqlStore
 from hub.storage.tables import metadata
 

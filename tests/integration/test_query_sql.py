@@ -15,8 +15,8 @@ from hub.domain.devices import new_device
 from hub.domain.jobs import DeviceJob, DeviceJobStatus, JobType, device_job_document
 from hub.domain.json import JsonObject
 from hub.domain.twin import PropertySet, Twin, twin_document
-from hub.engine.ports import PresenceUpdate
 from hub.errors import QuerySyntaxError
+from hub.ports import PresenceUpdate
 from hub.query.ast import (
     AggregateCall,
     AggregateFunction,

@@ -1,4 +1,4 @@
-"""The ScheduleStore contract (hub.engine.ports), run against SqlStore on SQLite and on PostgreSQL."""
+"""The ScheduleStore contract (hub.ports), run against SqlStore on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 

@@ -20,9 +20,9 @@ from prometheus_client import REGISTRY
 
 from hub.domain.jobs import JobEventKind, JobStatus
 from hub.domain.schedules import ScheduleState
-from hub.engine.jobs import JobService
-from hub.engine.scheduler import Scheduler
-from hub.engine.schedules import ScheduleService
+from hub.engine.jobs.service import JobService
+from hub.engine.schedules.scheduler import Scheduler
+from hub.engine.schedules.service import ScheduleService
 from hub.errors import BadRequestError, JobAlreadyExistsError
 from hub.storage import SqlStore
 
@@ -210,7 +210,7 @@ async def test_overlap_skip_writes_a_note_on_the_active_run(bench: Bench, caplog
     created, skipped = _schedule_runs("created"), _schedule_runs("skipped")
     assert await bench.at(START) == 1
     first = f"{s}-20260105T080000Z"
-    with caplog.at_level(logging.INFO, logger="hub.engine.scheduler"):
+    with caplog.at_level(logging.INFO, logger="hub.engine.schedules.scheduler"):
         assert await bench.at(START + timedelta(minutes=1)) == 0
     assert (_schedule_runs("created") - created, _schedule_runs("skipped") - skipped) == (1, 1)
     assert await bench.run_ids(s) == [first]
@@ -266,7 +266,7 @@ async def test_a_missed_run_beyond_grace_is_dropped(bench: Bench, caplog: pytest
     await bench.put(s, {"frequency": "hour"})
     assert await bench.at(START) == 1
     await bench.finish(s)
-    with caplog.at_level(logging.WARNING, logger="hub.engine.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="hub.engine.schedules.scheduler"):
         assert await bench.at(START + timedelta(hours=5, minutes=11)) == 0
     assert "run at 2026-01-05T13:00:00.0000000Z missed by more than the 600 s grace period" in caplog.text
     assert await bench.run_ids(s) == [f"{s}-20260105T080000Z"]

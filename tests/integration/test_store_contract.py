@@ -1,4 +1,4 @@
-"""The Store contract (hub.engine.ports), run against SqlStore on SQLite and on PostgreSQL."""
+"""The Store contract (hub.ports), run against SqlStore on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from hub.domain.devices import ConnectionState, Device, DeviceStatus, SymmetricK
 from hub.domain.json import JsonObject
 from hub.domain.policies import DEFAULT_POLICY_RIGHTS, AccessPolicy, Right
 from hub.domain.twin import PropertySet, Twin
-from hub.engine.ports import PresenceUpdate, Store
 from hub.errors import (
     BadRequestError,
     ConcurrencyConflictError,
@@ -27,6 +26,7 @@ from hub.errors import (
     DeviceNotFoundError,
     ServiceUnavailableError,
 )
+from hub.ports import PresenceUpdate, Store
 from hub.storage import SqlStore
 from hub.storage.tables import metadata
 

@@ -13,8 +13,8 @@ import pytest
 
 from hub.domain.devices import new_device
 from hub.domain.twin import PropertySet, Twin
-from hub.engine.presence import PresenceService
-from hub.engine.twins import TwinService
+from hub.engine.sessions.presence import PresenceService
+from hub.engine.sessions.twins import TwinService
 from hub.errors import (
     BadRequestError,
     ConcurrencyConflictError,

@@ -108,6 +108,11 @@ def test_engine_imports_no_adapter_and_no_framework() -> None:
     assert violations(paths, ENGINE_FORBIDDEN) == []
 
 
+def test_the_ports_import_only_the_inner_layers() -> None:
+    # hub/ports.py is the engine's contract with storage and the gateway: it knows neither.
+    assert violations([HUB / "ports.py"], (*ENGINE_FORBIDDEN, "hub.engine")) == []
+
+
 # -- the checker itself ------------------------------------------------------------------
 
 
@@ -118,7 +123,7 @@ def test_engine_imports_no_adapter_and_no_framework() -> None:
         ("import sqlalchemy.orm as orm", "sqlalchemy.orm"),
         ("from starlette.requests import Request", "starlette.requests"),
         ("from hub import storage", "hub.storage"),
-        ("from hub.engine.ports import Store", "hub.engine.ports"),
+        ("from hub.engine.services import Services", "hub.engine.services"),
         ("from ..storage import sql", "hub.storage"),
         ("from ..gateway.broker import Broker", "hub.gateway.broker"),
         ("from .. import api", "hub.api"),

@@ -16,7 +16,7 @@ from hub.domain.rollout import (
     RateIncreaseCriterion,
     RolloutConfig,
 )
-from hub.engine.rolloutgate import AbortTally, RolloutGate, failure_is_timeout
+from hub.engine.jobs.gate import AbortTally, RolloutGate, failure_is_timeout
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

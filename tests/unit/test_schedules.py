@@ -20,7 +20,7 @@ from hub.domain.schedules import (
     run_job_id,
     validate_schedule_id,
 )
-from hub.engine.jobs import JobService
+from hub.engine.jobs.service import JobService
 from hub.errors import BadRequestError
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)

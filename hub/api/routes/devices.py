@@ -19,7 +19,7 @@ from hub.api.schemas import (
     device_out,
     spec_from,
 )
-from hub.engine.registry import MAX_BULK, ImportMode, ImportOperation
+from hub.engine.sessions.registry import MAX_BULK, ImportMode, ImportOperation
 from hub.errors import BadRequestError
 
 router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)

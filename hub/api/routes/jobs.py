@@ -25,7 +25,7 @@ from hub.api.schemas import (
 )
 from hub.domain.jobs import DeviceJobStatistics, Job, JobEvent, device_job_document
 from hub.domain.twin import isoformat
-from hub.engine.jobs import parse_device_job_status, parse_job_status, parse_job_type
+from hub.engine.jobs.service import parse_device_job_status, parse_job_status, parse_job_type
 from hub.engine.query import ItemType, page_size_of
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)

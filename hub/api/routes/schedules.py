@@ -19,7 +19,7 @@ from hub.domain.jobs import DeviceJobStatistics, Job
 from hub.domain.recurrence import recurrence_document
 from hub.domain.twin import isoformat
 from hub.engine.query import page_size_of
-from hub.engine.schedules import MAX_RUN_HISTORY, ScheduleView
+from hub.engine.schedules.service import MAX_RUN_HISTORY, ScheduleView
 
 __all__ = ["router", "run_document", "schedule_document"]
 

@@ -12,8 +12,8 @@ from datetime import datetime
 from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventKind
 from hub.domain.json import JsonObject
 from hub.engine.metrics import DEVICE_RESULTS
-from hub.engine.ports import JobStore
 from hub.errors import ServiceUnavailableError
+from hub.ports import JobStore
 
 __all__ = ["ResultWriter", "device_result"]
 

@@ -1,5 +1,5 @@
 """Schedules for the service API: create or replace, read, list, delete, enable, disable, run
-now and list runs; and creating one run, which the scheduler (hub.engine.scheduler) shares."""
+now and list runs; and creating one run, which the scheduler (hub.engine.schedules.scheduler) shares."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from hub.domain.jobs import DeviceJobStatistics, Job, JobEvent, JobEventKind, Jo
 from hub.domain.json import JsonObject, JsonValue
 from hub.domain.schedules import Schedule, ScheduleRequest, run_job_id
 from hub.domain.twin import isoformat
-from hub.engine.jobs import JobPage, JobService, cut_page, decode_continuation
+from hub.engine.jobs.service import JobPage, JobService, cut_page, decode_continuation
 from hub.engine.metrics import SCHEDULE_RUNS
-from hub.engine.ports import JobStore, ScheduleStore
 from hub.engine.query import DEFAULT_PAGE_SIZE
 from hub.errors import (
     BadRequestError,
@@ -26,6 +25,7 @@ from hub.errors import (
     JobNotFoundError,
     ScheduleNotFoundError,
 )
+from hub.ports import JobStore, ScheduleStore
 
 __all__ = [
     "DEFAULT_RUN_HISTORY",

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from hub.domain.clock import Clock
 from hub.domain.json import JsonObject
 from hub.domain.twin import Twin, apply_reported_patch
-from hub.engine.ports import TwinStore
 from hub.errors import (
     ConcurrencyConflictError,
     DeviceNotFoundError,
     HubError,
     ServiceUnavailableError,
 )
+from hub.ports import TwinStore
 
 __all__ = ["ReportedBatcher"]
 

@@ -20,9 +20,8 @@ from hub.domain.twin import (
     parse_twin_patch,
     replace_tags_and_desired,
 )
-from hub.engine.ports import DeviceLink, Store
-from hub.engine.presence import PresenceService
-from hub.engine.reported import ReportedBatcher
+from hub.engine.sessions.presence import PresenceService
+from hub.engine.sessions.reported import ReportedBatcher
 from hub.errors import (
     BadRequestError,
     ConcurrencyConflictError,
@@ -31,6 +30,7 @@ from hub.errors import (
     PreconditionFailedError,
     ServiceUnavailableError,
 )
+from hub.ports import DeviceLink, Store
 from hub.wire.topics import desired_patch_topic, twin_response_topic
 
 __all__ = ["MAX_TWIN_GETS_PER_DEVICE", "MAX_WRITE_ATTEMPTS", "TwinService", "decode_json_object"]
@@ -213,7 +213,7 @@ class TwinService:
         """Apply a device's reported patch; return the new reported ``$version``.
 
         Decoded here, so a malformed payload fails at once and alone; while running, the patch
-        then joins a group commit with other devices' patches (hub.engine.reported)."""
+        then joins a group commit with other devices' patches (hub.engine.sessions.reported)."""
         patch = decode_json_object(payload, "reported properties patch")
         if self._reported.is_running:
             version = await self._reported.submit(device_id, patch)

@@ -10,8 +10,8 @@ from collections import defaultdict
 
 from hub.domain.json import JsonValue, loads_strict
 from hub.domain.methods import MAX_PAYLOAD_BYTES, MethodRequest, MethodResult, encode_payload
-from hub.engine.ports import DeviceLink, DeviceStore
 from hub.errors import DeviceNotOnlineError, DeviceReplyError, GatewayTimeoutError, ThrottledError
+from hub.ports import DeviceLink, DeviceStore
 from hub.wire.topics import method_request_topic
 
 __all__ = ["DEFAULT_MAX_CALLS_PER_DEVICE", "MethodService"]

@@ -17,8 +17,7 @@ from hub.domain.devices import (
     new_device,
     validate_device_id,
 )
-from hub.engine.ports import DeviceLink, Store
-from hub.engine.presence import PresenceService
+from hub.engine.sessions.presence import PresenceService
 from hub.errors import (
     BadRequestError,
     DeviceAlreadyExistsError,
@@ -26,6 +25,7 @@ from hub.errors import (
     HubError,
     PreconditionFailedError,
 )
+from hub.ports import DeviceLink, Store
 
 __all__ = ["MAX_BULK", "BulkOutcome", "DeviceSpec", "ImportMode", "ImportOperation", "RegistryService"]
 

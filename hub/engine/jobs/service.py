@@ -27,9 +27,9 @@ from hub.domain.jobs import (
 )
 from hub.domain.json import JsonValue
 from hub.engine.metrics import JOBS_FINISHED
-from hub.engine.ports import JobStore
 from hub.engine.query import DEFAULT_PAGE_SIZE
 from hub.errors import BadRequestError, ConcurrencyConflictError
+from hub.ports import JobStore
 from hub.query.parser import parse_condition
 
 __all__ = [
@@ -132,7 +132,7 @@ class JobService:
         """Validate and store a new job: ``scheduled`` when its startTime is later, else ``queued``.
         BadRequestError (400) for any invalid field, including the queryCondition's syntax;
         JobAlreadyExistsError (409) when the id is taken. ``schedule_id``: the job is a run of
-        that schedule (hub.engine.scheduler)."""
+        that schedule (hub.engine.schedules.scheduler)."""
         now = self._clock.now()
         request = self.validate(job_id, body, now)
         job = Job.from_request(request, now, schedule_id=schedule_id)

@@ -19,7 +19,9 @@ from typing import Any
 
 from hub.domain.jobs import Job, JobEvent, JobEventKind, JobStatus, JobType, check_job_transition
 from hub.domain.twin import isoformat
-from hub.engine.jobruns import JobRun, JobRunContext, MethodJobRun, RunEnd, TwinJobRun, resolve_devices
+from hub.engine.jobs.method_run import MethodJobRun
+from hub.engine.jobs.runs import JobRun, JobRunContext, RunEnd, resolve_devices
+from hub.engine.jobs.twin_run import TwinJobRun
 from hub.engine.metrics import JOBS_FINISHED
 from hub.errors import ConcurrencyConflictError, JobNotFoundError, ServiceUnavailableError
 

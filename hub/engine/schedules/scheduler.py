@@ -24,7 +24,7 @@ from hub.domain.recurrence import TICK, due_runs
 from hub.domain.schedules import Overlap, Schedule, ScheduleState, run_job_id
 from hub.domain.twin import isoformat
 from hub.engine.metrics import SCHEDULE_RUNS
-from hub.engine.schedules import ScheduleService, ScheduleStores
+from hub.engine.schedules.service import ScheduleService, ScheduleStores
 from hub.errors import (
     BadRequestError,
     ConcurrencyConflictError,

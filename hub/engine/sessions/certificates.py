@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hub.domain.certificates import CaCertificate, load_ca_certificate, validate_certificate_name
 from hub.domain.clock import Clock
 from hub.domain.devices import etag_matches
-from hub.engine.ports import CertificateStore
 from hub.errors import ConcurrencyConflictError, PreconditionFailedError
+from hub.ports import CertificateStore
 
 __all__ = ["CertificateService", "Revoke"]
 

@@ -12,8 +12,8 @@ from datetime import datetime
 from hub.domain.clock import Clock
 from hub.domain.devices import ConnectionState, Device
 from hub.domain.twin import Twin
-from hub.engine.ports import PresenceStore, PresenceUpdate
 from hub.errors import ServiceUnavailableError
+from hub.ports import PresenceStore, PresenceUpdate
 
 __all__ = ["PresenceService"]
 
