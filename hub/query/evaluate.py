@@ -49,14 +49,12 @@ Results (``run_query``)
 
 from __future__ import annotations
 
-import json
 import math
 import string
 from collections.abc import Callable, Hashable, Iterable
-from enum import Enum
-from typing import Final, TypeAlias, TypeGuard, assert_never
+from typing import Final, TypeGuard, assert_never
 
-from hub.domain.json import JsonObject, JsonValue
+from hub.domain.json import JsonObject
 from hub.errors import QuerySyntaxError
 from hub.query.ast import (
     AggregateCall,
@@ -78,26 +76,9 @@ from hub.query.ast import (
     UnaryOperator,
 )
 from hub.query.check import without_positions
+from hub.query.values import UNDEFINED, Number, Undefined, Value, group_identity, group_order
 
 __all__ = ["UNDEFINED", "Undefined", "Value", "evaluate", "matches", "project", "resolve", "run_query"]
-
-
-class Undefined(Enum):
-    """The type of ``UNDEFINED``: a missing field, or the result of an ill-typed operation."""
-
-    UNDEFINED = "undefined"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return "undefined"
-
-
-UNDEFINED: Final = Undefined.UNDEFINED
-
-Value: TypeAlias = "JsonValue | Undefined"
-Number: TypeAlias = int | float
 
 
 def _is_number(value: Value) -> TypeGuard[Number]:
@@ -388,41 +369,6 @@ def project(query: Query, doc: JsonObject) -> JsonObject:
     return row
 
 
-def _group_identity(value: Value) -> Hashable:
-    """Equal for values that are one group: ``=`` on primitives, structure for objects and arrays."""
-    if value is UNDEFINED:
-        return ("undefined",)
-    if value is None:
-        return ("null",)
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, int | float):
-        return ("number", value)  # 1 == 1.0 with equal hashes: one group
-    if isinstance(value, str):
-        return ("string", value)
-    if isinstance(value, list):
-        return ("array", tuple(_group_identity(item) for item in value))
-    return ("object", tuple(sorted((key, _group_identity(item)) for key, item in value.items())))
-
-
-_GroupSortKey: TypeAlias = tuple[int, Number | str]
-
-
-def _group_sort_key(value: Value) -> _GroupSortKey:
-    if value is UNDEFINED:
-        return (0, 0)
-    if value is None:
-        return (1, 0)
-    if isinstance(value, bool):
-        return (2, int(value))
-    if _is_number(value):
-        return (3, value)
-    if isinstance(value, str):
-        return (4, value)
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return (5 if isinstance(value, list) else 6, text)
-
-
 def _aggregate(call: AggregateCall, rows: list[JsonObject]) -> Value:
     if call.arg is None:
         if call.function is not AggregateFunction.COUNT:
@@ -479,12 +425,12 @@ def _grouped(query: Query, rows: list[JsonObject]) -> list[JsonObject]:
     if query.group_by:
         for row in rows:  # already in deviceId order: a group shows its first row's key values
             values = tuple(evaluate(expr, row) for expr in query.group_by)
-            identity = tuple(_group_identity(value) for value in values)
+            identity = tuple(group_identity(value) for value in values)
             groups.setdefault(identity, (values, []))[1].append(row)
     else:
         groups[()] = ((), rows)  # one row even over no documents
 
-    ordered = sorted(groups.values(), key=lambda group: tuple(_group_sort_key(value) for value in group[0]))
+    ordered = sorted(groups.values(), key=lambda group: tuple(group_order(value) for value in group[0]))
     results: list[JsonObject] = []
     for key_values, members in ordered:
         result: JsonObject = {}

@@ -1,4 +1,4 @@
-"""AsyncEngine construction for SQLite (aiosqlite) and PostgreSQL (asyncpg)."""
+"""AsyncEngine construction for SQLite (aiosqlite) and PostgreSQL (asyncpg), and how they read JSON."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from hub.domain.json import JsonValue
 from hub.storage.urls import normalize_url
 
-__all__ = ["create_engine"]
+__all__ = ["create_engine", "json_loads"]
 
 # Compact, and ASCII-escaped so that lone surrogates from parsed JSON still store on SQLite.
 _dumps = functools.partial(json.dumps, separators=(",", ":"), allow_nan=False)
@@ -30,7 +31,13 @@ def _parse_int(text: str) -> int | float:
     return float(value) if abs(value) > _LARGEST_JSON_INT else value
 
 
-_loads = functools.partial(json.loads, parse_int=_parse_int)
+def json_loads(text: str | bytes) -> JsonValue:
+    """JSON text as the engines read JSON columns back (their ``json_deserializer``): an integer
+    beyond +-2**53 becomes a float, so a float that jsonb prints as an integer reads back as one.
+    Raw SQL that selects JSON text decodes it with this to get the numbers the columns give."""
+    value: JsonValue = json.loads(text, parse_int=_parse_int)
+    return value
+
 
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",  # readers never block the writer
@@ -77,7 +84,7 @@ def create_engine(url: str | URL, *, connect_args: Mapping[str, Any] | None = No
     parsed = normalize_url(url)
     backend = parsed.get_backend_name()
     args = dict(connect_args or {})
-    options: dict[str, Any] = {"hide_parameters": True, "json_serializer": _dumps, "json_deserializer": _loads}
+    options: dict[str, Any] = {"hide_parameters": True, "json_serializer": _dumps, "json_deserializer": json_loads}
     if backend == "postgresql":
         args.setdefault("timeout", _PG_CONNECT_TIMEOUT_SECONDS)
         # A pooled connection may have died with a server restart; check before use.

@@ -3,14 +3,12 @@ aggregate results."""
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import Enum
 from fractions import Fraction
-from typing import Final, TypeAlias
+from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy import RowMapping
@@ -30,7 +28,8 @@ from hub.query.sql import (
     compile_rows,
     table_of,
 )
-from hub.storage.engines import _loads as json_loads  # numbers read back as from JSON columns
+from hub.query.values import UNDEFINED, Number, Value, group_identity, group_order
+from hub.storage.engines import json_loads  # numbers read back as from JSON columns
 from hub.storage.failures import translate_errors
 from hub.storage.mappers import device_job_from_row, twin_from_row
 from hub.storage.tables import device_jobs_table, devices_table
@@ -40,17 +39,8 @@ __all__ = ["SqlQueries", "decode_aggregate"]
 _TABLES: Final = {"devices": devices_table, "device_jobs": device_jobs_table}
 
 
-class _Undefined(Enum):
-    UNDEFINED = "undefined"
-
-
-_UNDEFINED: Final = _Undefined.UNDEFINED
-_Value: TypeAlias = "JsonValue | _Undefined"
-_Number: TypeAlias = int | float
-
-
 class SqlQueries:
-    """The QueryStore part of SqlStore (hub.engine.ports documents the methods)."""
+    """The QueryStore part of SqlStore (hub.ports documents the methods)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -98,10 +88,10 @@ class SqlQueries:
 # -- aggregate rows -> results (the row shape is compile_aggregate's) --------------------
 
 
-def _key_value(raw: object) -> _Value:
+def _key_value(raw: object) -> Value:
     """A GROUP BY key: NULL is undefined, text is JSON, SQLite gives numbers as they are."""
     if raw is None:
-        return _UNDEFINED
+        return UNDEFINED
     if isinstance(raw, str):
         value: JsonValue = json_loads(raw)
         return value
@@ -110,7 +100,7 @@ def _key_value(raw: object) -> _Value:
     raise TypeError(f"unexpected group key of type {type(raw).__name__}")
 
 
-def _number(raw: object) -> _Number:
+def _number(raw: object) -> Number:
     """A MIN / MAX value: a plain number (SQLite) or JSON number text (PostgreSQL)."""
     if isinstance(raw, str):
         raw = json_loads(raw)
@@ -136,7 +126,7 @@ class _Partial:
     float_sum: Fraction = field(default_factory=Fraction)
     float_count: int = 0
     float_overflow: bool = False
-    extreme: _Number | None = None
+    extreme: Number | None = None
 
     def merge(self, other: _Partial, function: AggregateFunction) -> None:
         self.count += other.count
@@ -174,82 +164,48 @@ def _partial(row: RowMapping, output: AggregateOutput) -> _Partial:
     return partial
 
 
-def _result(partial: _Partial, function: AggregateFunction) -> _Value:
+def _result(partial: _Partial, function: AggregateFunction) -> Value:
     if function is AggregateFunction.COUNT:
         return partial.count
     if partial.count == 0:
-        return _UNDEFINED
+        return UNDEFINED
     if function in (AggregateFunction.MIN, AggregateFunction.MAX):
-        return partial.extreme if partial.extreme is not None else _UNDEFINED
-    total: _Number
+        return partial.extreme if partial.extreme is not None else UNDEFINED
+    total: Number
     if partial.float_count == 0:
         total = partial.integer_sum
     else:
         if partial.float_overflow:
-            return _UNDEFINED
+            return UNDEFINED
         try:
             total = float(partial.integer_sum + partial.float_sum)
         except OverflowError:
-            return _UNDEFINED
+            return UNDEFINED
     if function is AggregateFunction.SUM:
         return total
     try:
         average = total / partial.count
     except OverflowError:
-        return _UNDEFINED
-    return average if math.isfinite(average) else _UNDEFINED
-
-
-def _identity(value: _Value) -> object:
-    """Equal for values the evaluator puts in one group (``=`` on primitives, structure otherwise)."""
-    if value is _UNDEFINED:
-        return ("undefined",)
-    if value is None:
-        return ("null",)
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, int | float):
-        return ("number", value)
-    if isinstance(value, str):
-        return ("string", value)
-    if isinstance(value, list):
-        return ("array", tuple(_identity(item) for item in value))
-    return ("object", tuple(sorted((key, _identity(item)) for key, item in value.items())))
-
-
-def _order(value: _Value) -> tuple[int, _Number | str]:
-    """The evaluator's group order: undefined < null < false < true < numbers < strings <
-    arrays < objects (these two by canonical JSON text)."""
-    if value is _UNDEFINED:
-        return (0, 0)
-    if value is None:
-        return (1, 0)
-    if isinstance(value, bool):
-        return (2, int(value))
-    if isinstance(value, int | float):
-        return (3, value)
-    if isinstance(value, str):
-        return (4, value)
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return (5 if isinstance(value, list) else 6, text)
+        return UNDEFINED
+    return average if math.isfinite(average) else UNDEFINED
 
 
 @dataclass(slots=True)
 class _Group:
     first_key: str | None
-    keys: tuple[_Value, ...]
+    keys: tuple[Value, ...]
     partials: dict[int, _Partial]
 
 
 def decode_aggregate(query: Query, outputs: Sequence[AggregateOutput], rows: Sequence[RowMapping]) -> list[JsonObject]:
     """The results the reference evaluator's run_query gives, from compile_aggregate's rows."""
     key_count = len(query.group_by)
-    groups: dict[object, _Group] = {}
+    groups: dict[tuple[Hashable, ...], _Group] = {}
     for row in rows:
         keys = tuple(_key_value(row[f"k{index}"]) for index in range(key_count))
         partials = {index: _partial(row, output) for index, output in enumerate(outputs) if output.function is not None}
         group = _Group(row["first_key"], keys, partials)
-        identity = tuple(_identity(key) for key in keys)
+        identity = tuple(group_identity(key) for key in keys)
         known = groups.get(identity)
         if known is None:
             groups[identity] = group
@@ -261,18 +217,18 @@ def decode_aggregate(query: Query, outputs: Sequence[AggregateOutput], rows: Seq
             function = outputs[index].function
             assert function is not None
             known.partials[index].merge(partial, function)
-    ordered = sorted(groups.values(), key=lambda group: tuple(_order(key) for key in group.keys))
+    ordered = sorted(groups.values(), key=lambda group: tuple(group_order(key) for key in group.keys))
     results: list[JsonObject] = []
     for group in ordered:
         result: JsonObject = {}
         for index, output in enumerate(outputs):
-            value: _Value
+            value: Value
             if output.group is not None:
                 value = group.keys[output.group]
             else:
                 assert output.function is not None
                 value = _result(group.partials[index], output.function)
-            if value is not _UNDEFINED:
+            if value is not UNDEFINED:
                 result[output.key] = value
         results.append(result)
     return results if query.top is None else results[: query.top]
