@@ -1,8 +1,15 @@
-"""The engine's ports: what it needs from storage and from the device gateway.
+"""The hub's ports: every interface between its parts, each documented here once.
 
-Storage implements ``Store`` (hub.storage.sql.SqlStore on SQLite or PostgreSQL); the
-gateway implements ``DeviceLink`` and calls a ``DeviceEvents``. Every implementation is
-checked by one contract test suite (tests/integration/test_store_contract.py).
+- ``Store`` (its parts ``DeviceStore`` ... ``ScheduleStore``): the database. hub.storage.sql
+  implements it on SQLite and PostgreSQL; one contract suite checks every implementation
+  (tests/integration/test_store_contract.py).
+- ``DeviceLink``, ``DeviceStreams``: the device gateway (hub.gateway) as the engine sees it,
+  one connected device at a time; ``DeviceEvents``: the engine as the gateway sees it.
+- ``DeviceRouter``: device work the hub starts (methods, desired pushes, disconnects), for
+  the API and the job runs alike; hub.engine.sessions.router implements it over this
+  node's gateway, tests.support.devices in memory.
+- ``EventBroker``: hub-internal events (hub.domain.events) between components;
+  hub.engine.events.LocalEventBroker carries them inside one process.
 
 Rules every Store keeps:
 - ``get_*`` raises the matching NotFound error (DeviceNotFoundError for devices and twins).
@@ -16,15 +23,17 @@ Rules every Store keeps:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from hub.domain.certificates import CaCertificate
 from hub.domain.devices import ConnectionState, Device, DeviceStatus
+from hub.domain.events import HubEvent
 from hub.domain.jobs import DeviceJob, DeviceJobStatistics, DeviceJobStatus, Job, JobEvent, JobStatus, JobType
 from hub.domain.json import JsonObject
+from hub.domain.methods import MethodRequest, MethodResult
 from hub.domain.policies import AccessPolicy
 from hub.domain.schedules import Schedule
 from hub.domain.twin import Twin
@@ -34,8 +43,11 @@ __all__ = [
     "CertificateStore",
     "DeviceEvents",
     "DeviceLink",
+    "DeviceRouter",
     "DeviceStore",
     "DeviceStreams",
+    "EventBroker",
+    "EventHandler",
     "JobStore",
     "PolicyStore",
     "PresenceStore",
@@ -43,6 +55,7 @@ __all__ = [
     "QueryStore",
     "ScheduleStore",
     "Store",
+    "Subscription",
     "TwinJobBatch",
     "TwinStore",
 ]
@@ -421,4 +434,64 @@ class DeviceEvents(Protocol):
     async def on_message(self, device_id: str, topic: str, payload: bytes) -> tuple[str, bytes] | None:
         """Handle a device publish on ``$iothub/...`` or ``devices/{id}/...``; return the reply
         (topic, payload) to send back to that device, if any."""
+        ...
+
+
+class DeviceRouter(Protocol):
+    """Work that must reach a device's live connection, wherever the hub started it (a REST
+    call, a job run, a registry change). The device may be connected to any node of the
+    hub; an implementation finds its connection."""
+
+    def is_connected(self, device_id: str) -> bool:
+        """Whether the device has a live connection now (a job calls only those)."""
+        ...
+
+    async def invoke_method(self, device_id: str, request: MethodRequest) -> MethodResult:
+        """Call a direct method and wait for the device's answer. DeviceNotFoundError for an
+        unknown device; DeviceNotOnlineError when it is not connected within
+        ``request.connect_timeout`` or drops before answering; ThrottledError when it already
+        has its fill of calls in flight; GatewayTimeoutError after ``response_timeout``;
+        DeviceReplyError for an answer that is not JSON or too large."""
+        ...
+
+    async def push_desired(self, device_id: str, patch: JsonObject, version: int) -> None:
+        """Notify a connected device of a desired-properties patch at twin ``version``; a
+        device that is not connected gets nothing (it reads its twin when it connects)."""
+        ...
+
+    async def disconnect(self, device_id: str) -> None:
+        """Close the device's connection if it has one (its keys or status changed)."""
+        ...
+
+
+E = TypeVar("E", bound=HubEvent)
+
+EventHandler = Callable[[E], Awaitable[None] | None]
+"""Told of one event: quick, never blocking; a coroutine function is awaited."""
+
+
+class Subscription(Protocol):
+    def unsubscribe(self) -> None:
+        """No more events for this handler (events on their way may still arrive)."""
+        ...
+
+
+class EventBroker(Protocol):
+    """Hub-internal events (hub.domain.events) from the component where something happened
+    to those that act on it: a device connected, a twin changed, a job was created or
+    cancelled, a schedule changed. Events are facts that already happened and are stored;
+    a subscriber that misses one (a restart, another node's lost message) finds the same
+    facts at its next poll, so an event only makes it act sooner.
+
+    Each subscriber sees the events of one publisher in the order published. A handler that
+    raises is logged and stays subscribed; it never fails the publisher."""
+
+    async def publish(self, event: HubEvent) -> None:
+        """Deliver to every subscriber of the event's type. Subscribers in this process have
+        handled it when this returns; an implementation across processes sends it on (as
+        hub.domain.events.encode_event bytes) without waiting for their handlers."""
+        ...
+
+    def subscribe(self, handler: EventHandler[E], kinds: Sequence[type[E]]) -> Subscription:
+        """Call ``handler`` with each later event whose type is one of ``kinds``."""
         ...

@@ -147,7 +147,6 @@ class Hub:
 
         store = await self._stack.enter_async_context(SqlStore.open(s.resolved_database_url))
         gateway = Gateway(
-            None,
             mqtt_socket=sockets["mqtt"],
             mqtts_socket=sockets["mqtts"],
             tls=device_tls,
@@ -171,12 +170,11 @@ class Hub:
             schedule_run_history=s.schedule_run_history,
             device_cas=device_cas,
         )
-        gateway.events = services.device_events
         services.policies.update(await ensure_policies(store, s.owner_key))
         await self._stack.enter_async_context(services.presence.running())
         # Inside presence and outside the gateway: stopped devices' last patches still land.
         await self._stack.enter_async_context(services.twins.running())
-        await self._stack.enter_async_context(gateway)
+        await self._stack.enter_async_context(gateway.serving(services.device_events))
         await self._stack.enter_async_context(services.job_runner.running())
         # After the job runner: the runs it creates are jobs that runner is told about.
         await self._stack.enter_async_context(services.scheduler.running())

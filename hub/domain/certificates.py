@@ -33,6 +33,7 @@ __all__ = [
     "CaCertificate",
     "CertificateCheck",
     "check_device_certificate",
+    "fingerprint_of",
     "load_ca_bundle",
     "load_ca_certificate",
     "thumbprints_of",
@@ -55,6 +56,11 @@ def validate_certificate_name(name: object) -> str:
 def thumbprints_of(der: bytes) -> tuple[str, str]:
     """(SHA-1, SHA-256) of a DER certificate, upper-case hex, as IoT Hub shows thumbprints."""
     return hashlib.sha1(der).hexdigest().upper(), hashlib.sha256(der).hexdigest().upper()
+
+
+def fingerprint_of(cert: x509.Certificate) -> str:
+    """A certificate's SHA-256 thumbprint (what names a CA in hub events)."""
+    return thumbprints_of(cert.public_bytes(Encoding.DER))[1]
 
 
 def _common_name(cert: x509.Certificate) -> str | None:

@@ -1,4 +1,8 @@
-"""The engine's services wired together; built by the runtime, used by the API and gateway."""
+"""The engine's services wired together; built by the runtime, used by the API and gateway.
+
+Everything is connected here, at construction: components that must hear of each other
+meet through ``events`` (hub.ports.EventBroker), and everything that reaches a device goes
+through ``router`` (hub.ports.DeviceRouter)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from cryptography import x509
 
 from hub.domain.clock import Clock
 from hub.domain.policies import AccessPolicy
+from hub.engine.events import LocalEventBroker
 from hub.engine.jobs.results import ResultWriter
 from hub.engine.jobs.runner import JobRunner
 from hub.engine.jobs.runs import JobRunContext
@@ -22,8 +27,9 @@ from hub.engine.sessions.handler import DeviceEventHandler
 from hub.engine.sessions.methods import DEFAULT_MAX_CALLS_PER_DEVICE, MethodService
 from hub.engine.sessions.presence import PresenceService
 from hub.engine.sessions.registry import RegistryService
+from hub.engine.sessions.router import LocalDeviceRouter
 from hub.engine.sessions.twins import MAX_TWIN_GETS_PER_DEVICE, TwinService
-from hub.ports import DeviceLink, Store
+from hub.ports import DeviceLink, DeviceRouter, EventBroker, Store
 
 __all__ = ["Services"]
 
@@ -33,6 +39,8 @@ class Services:
     hostname: str
     store: Store
     clock: Clock
+    events: EventBroker
+    router: DeviceRouter
     presence: PresenceService
     registry: RegistryService
     twins: TwinService
@@ -67,55 +75,53 @@ class Services:
         schedule_grace_seconds: int = DEFAULT_GRACE_SECONDS,
         schedule_run_history: int = DEFAULT_RUN_HISTORY,
         device_cas: Sequence[x509.Certificate] = (),
+        events: EventBroker | None = None,
     ) -> Services:
-        presence = PresenceService(store, clock, flush_interval=flush_interval)
-        registry = RegistryService(store, clock, presence, link)
-        twins = TwinService(store, clock, presence, link, max_twin_gets_per_device=max_twin_gets_per_device)
+        """``link``: this node's gateway; ``events``: the broker between components (default:
+        a LocalEventBroker, for a hub of one process)."""
+        events = events if events is not None else LocalEventBroker()
         methods = MethodService(store, link, max_calls_per_device=max_method_calls_per_device)
-        certificates = CertificateService(store, clock, static=device_cas)
+        router = LocalDeviceRouter(link, methods)
+        presence = PresenceService(store, clock, flush_interval=flush_interval)
+        registry = RegistryService(store, clock, presence, router, events)
+        twins = TwinService(
+            store, clock, presence, router, events, link=link, max_twin_gets_per_device=max_twin_gets_per_device
+        )
+        certificates = CertificateService(store, clock, events, static=device_cas)
         auth = DeviceAuthenticator(
             store, clock, max_token_lifetime=max_token_lifetime, hostname=hostname, certificates=certificates
         )
-
-        async def revoke(authority: x509.Certificate) -> None:
-            for device_id in auth.admitted_by(authority):
-                await link.disconnect(device_id)
-
-        certificates.revoke = revoke
-        bus = DeviceEventHandler(auth, presence, twins, methods)
+        handler = DeviceEventHandler(auth, presence, twins, methods, events, router)
         query = QueryService(store, presence)
         runner = JobRunner(
             JobRunContext(
                 store,
                 clock,
                 ResultWriter(store),
-                link,
-                methods,
-                twins,
+                router,
                 call_window=job_call_window,
                 continuous_interval=continuous_job_interval,
             ),
+            events,
             node_id=node_id,
             max_active_jobs=max_active_jobs,
             retention_days=job_retention_days,
         )
-        bus.connect_listeners.append(runner.device_connected)
-        registry.change_listeners.append(runner.fleet_changed)
-        twins.change_listeners.append(runner.fleet_changed)
-        jobs = JobService(store, clock, runner.notify)
-        schedules = ScheduleService(store, clock, jobs, run_history=schedule_run_history)
-        scheduler = Scheduler(schedules, store, clock, node_id=node_id, grace_seconds=schedule_grace_seconds)
-        schedules.notify = scheduler.notify
+        jobs = JobService(store, clock, events)
+        schedules = ScheduleService(store, clock, jobs, events, run_history=schedule_run_history)
+        scheduler = Scheduler(schedules, store, clock, events, node_id=node_id, grace_seconds=schedule_grace_seconds)
         return cls(
             hostname=hostname,
             store=store,
             clock=clock,
+            events=events,
+            router=router,
             presence=presence,
             registry=registry,
             twins=twins,
             methods=methods,
             certificates=certificates,
-            device_events=bus,
+            device_events=handler,
             query=query,
             jobs=jobs,
             job_runner=runner,

@@ -4,10 +4,10 @@ on streams other listeners hand it: DeviceStreams)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from types import TracebackType
-from typing import Self
+from collections.abc import AsyncIterator
 
 from OpenSSL import SSL
 
@@ -28,16 +28,16 @@ class Gateway:
     """Devices connect here; the engine reaches them through ``DeviceLink``.
 
     The gateway takes ownership of the sockets (already bound; listening is optional) and
-    closes them on exit; ``tls`` is the MQTTS listener's context
-    (hub.gateway.tlsbio.server_context). Exiting drops every device, each with ``on_disconnected``, so the
-    ``DeviceEvents`` must still work while the gateway closes. ``events`` may be set after
-    construction (the engine that implements it usually needs this gateway first), but
-    before entering.
+    closes them when it stops; ``tls`` is the MQTTS listener's context
+    (hub.gateway.tlsbio.server_context). It serves devices inside ``serving(events)``,
+    reporting to ``events`` what they do (the engine that implements DeviceEvents is built
+    with this gateway as its link, so the two meet there, not at construction). Leaving
+    drops every device, each with ``on_disconnected``, so ``events`` must still work while
+    the gateway closes.
     """
 
     def __init__(
         self,
-        events: DeviceEvents | None,
         *,
         mqtt_socket: socket.socket | None = None,
         mqtts_socket: socket.socket | None = None,
@@ -48,7 +48,6 @@ class Gateway:
             raise ValueError("the gateway needs an mqtt_socket, an mqtts_socket or both")
         if (mqtts_socket is None) != (tls is None):
             raise ValueError("mqtts_socket and tls go together")
-        self._events = events
         self._config = config if config is not None else load_gateway_config()
         self._listeners: list[Listener] = []
         self._mqtt_port: int | None = None
@@ -73,16 +72,6 @@ class Gateway:
         return self._mqtts_port
 
     @property
-    def events(self) -> DeviceEvents | None:
-        return self._events
-
-    @events.setter
-    def events(self, events: DeviceEvents) -> None:
-        if self._used:
-            raise RuntimeError("set the gateway's events before entering it")
-        self._events = events
-
-    @property
     def config(self) -> GatewayConfig:
         return self._config
 
@@ -91,25 +80,27 @@ class Gateway:
         """How many devices are connected right now."""
         return self._broker.connected_count() if self._broker is not None else 0
 
-    async def __aenter__(self) -> Self:
+    @contextlib.asynccontextmanager
+    async def serving(self, events: DeviceEvents) -> AsyncIterator[Gateway]:
+        """Serve devices until the block ends; a gateway serves once (it owns its sockets)."""
         if self._used:
-            raise RuntimeError("a Gateway can be entered once (it owns its sockets)")
+            raise RuntimeError("a Gateway serves once (it owns its sockets)")
         self._used = True
         try:
-            if self._events is None:
-                raise RuntimeError("the gateway has no DeviceEvents to report to")
-            broker = HubBroker(self._events, self._listeners, self._config)
+            broker = HubBroker(events, self._listeners, self._config)
             await broker.start()
         except BaseException:
             self._close_sockets()
             raise
         self._broker = broker
         logger.info("MQTT gateway listening (mqtt port %s, mqtts port %s)", self._mqtt_port, self._mqtts_port)
-        return self
+        try:
+            yield self
+        finally:
+            await self.stop()
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def stop(self) -> None:
+        """Drop every device and close the sockets (what leaving ``serving`` does; idempotent)."""
         broker, self._broker = self._broker, None
         try:
             if broker is not None:

@@ -203,9 +203,7 @@ async def test_hub_side_disconnect_then_reconnect_catches_up(
         await wait_for_state(api, creds.device_id)
 
         # The hub drops the connection: the device comes back by itself.
-        link = hub.services.registry.link
-        assert link is not None
-        await link.disconnect(creds.device_id)
+        await hub.services.router.disconnect(creds.device_id)
         await _until(lambda: device.stats.connects >= 2 and device.connected.is_set(), what="automatic reconnect")
         assert (await registry.invoke_method(creds.device_id, "lockDoor", response_timeout=10)).status == 200
 

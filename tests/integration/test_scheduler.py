@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from hub.domain.events import JobCreated
 from hub.domain.jobs import JobEventKind, JobStatus
 from hub.domain.schedules import ScheduleState
+from hub.engine.events import LocalEventBroker
 from hub.engine.jobs.service import JobService
 from hub.engine.schedules.scheduler import Scheduler
 from hub.engine.schedules.service import ScheduleService
@@ -96,9 +98,11 @@ class Bench:
 
 def build(store: SqlStore, clock: ManualClock, *, grace: float = 600, node_id: str = "node-a") -> Bench:
     notified: list[str] = []
-    jobs = JobService(store, clock, lambda job_id, *, cancelled: notified.append(job_id))
-    schedules = ScheduleService(store, clock, jobs, run_history=30)
-    scheduler = Scheduler(schedules, store, clock, node_id=node_id, grace_seconds=grace)
+    events = LocalEventBroker()
+    events.subscribe(lambda event: notified.append(event.job_id), [JobCreated])
+    jobs = JobService(store, clock, events)
+    schedules = ScheduleService(store, clock, jobs, events, run_history=30)
+    scheduler = Scheduler(schedules, store, clock, events, node_id=node_id, grace_seconds=grace)
     return Bench(store, clock, jobs, schedules, scheduler, notified)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from hub.domain.devices import new_device
 from hub.domain.twin import PropertySet, Twin
+from hub.engine.events import LocalEventBroker
 from hub.engine.sessions.presence import PresenceService
 from hub.engine.sessions.twins import TwinService
 from hub.errors import (
@@ -23,6 +24,7 @@ from hub.errors import (
     TwinLimitError,
 )
 from hub.storage import SqlStore
+from tests.memory_devices import MemoryDeviceRouter
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -165,7 +167,9 @@ async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqlStore]:
 @pytest.fixture
 async def twins(sqlite_store: SqlStore) -> AsyncIterator[TwinService]:
     clock = FixedClock()
-    service = TwinService(sqlite_store, clock, PresenceService(sqlite_store, clock))
+    service = TwinService(
+        sqlite_store, clock, PresenceService(sqlite_store, clock), MemoryDeviceRouter(clock), LocalEventBroker()
+    )
     async with service.running():
         yield service
 
@@ -263,7 +267,9 @@ async def test_a_twin_changed_meanwhile_is_retried(twins: TwinService, sqlite_st
 async def test_without_running_each_patch_is_written_alone(sqlite_store: SqlStore) -> None:
     await _add(sqlite_store, "dev")
     clock = FixedClock()
-    service = TwinService(sqlite_store, clock, PresenceService(sqlite_store, clock))
+    service = TwinService(
+        sqlite_store, clock, PresenceService(sqlite_store, clock), MemoryDeviceRouter(clock), LocalEventBroker()
+    )
 
     assert await service.patch_reported("dev", _payload({"a": 1})) == 2
     assert (await sqlite_store.get_twin("dev")).reported.properties == {"a": 1}

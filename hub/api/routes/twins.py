@@ -68,7 +68,7 @@ async def invoke_method(
 ) -> dict[str, Any]:
     """Invoke a direct method and wait for the device's answer."""
     request = MethodRequest.create(body.methodName, body.payload, body.response_timeout, body.connectTimeoutInSeconds)
-    result = await services.methods.invoke(device_id, request)
+    result = await services.router.invoke_method(device_id, request)
     return {"status": result.status, "payload": result.payload}
 
 

@@ -74,7 +74,7 @@ class MethodJobRun(JobRun):
 
     def _enqueue(self, device_id: str) -> None:
         # No await between the check and the set: a connect is seen here or in device_connected.
-        (self._queue.put_nowait if self._ctx.link.is_connected(device_id) else self._waiting.add)(device_id)
+        (self._queue.put_nowait if self._ctx.router.is_connected(device_id) else self._waiting.add)(device_id)
 
     async def run(self) -> RunEnd:
         await self._resume_counts()
@@ -179,7 +179,7 @@ class MethodJobRun(JobRun):
             if self._cancelled.is_set() or device_id not in self._unfinished:
                 self._gate.withdrawn(first_attempt=first)
                 continue
-            if not self._ctx.link.is_connected(device_id):
+            if not self._ctx.router.is_connected(device_id):
                 # Gone while it waited for the gate: not an attempt; it waits for its connection.
                 self._gate.withdrawn(first_attempt=first)
                 self._enqueue(device_id)
@@ -239,7 +239,7 @@ class MethodJobRun(JobRun):
             self._attempts[device_id] = self._attempts.get(device_id, 0) + 1
         writer.put(self._attempt_result(device_id, DeviceJobStatus.RUNNING, started, start_time=started))
         try:
-            result = await self._ctx.methods.invoke(device_id, self._request)
+            result = await self._ctx.router.invoke_method(device_id, self._request)
         except (DeviceNotOnlineError, ServiceUnavailableError) as exc:
             self._in_flight.discard(device_id)
             error = device_error(exc.code, exc.message)
@@ -247,7 +247,7 @@ class MethodJobRun(JobRun):
                 # Gone before it answered: it waits for its next connection like any offline device.
                 writer.put(device_result(job, device_id, DeviceJobStatus.PENDING, clock.now()))
                 self._waiting.add(device_id)
-                if self._ctx.link.is_connected(device_id):
+                if self._ctx.router.is_connected(device_id):
                     self.device_connected(device_id)
             elif not self._retry_later(device_id, RetryOn.DEVICE_NOT_ONLINE.value, error):
                 writer.put(self._attempt_result(device_id, DeviceJobStatus.FAILED, clock.now(), error=error))

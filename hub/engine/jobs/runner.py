@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from hub.domain.events import DeviceConnected, DevicesAdded, JobCancelled, JobCreated, TwinChanged
 from hub.domain.jobs import Job, JobEvent, JobEventKind, JobStatus, JobType, check_job_transition
 from hub.domain.twin import isoformat
 from hub.engine.jobs.method_run import MethodJobRun
@@ -24,6 +25,7 @@ from hub.engine.jobs.runs import JobRun, JobRunContext, RunEnd, resolve_devices
 from hub.engine.jobs.twin_run import TwinJobRun
 from hub.engine.metrics import JOBS_FINISHED
 from hub.errors import ConcurrencyConflictError, JobNotFoundError, ServiceUnavailableError
+from hub.ports import EventBroker
 
 __all__ = ["JobRunner"]
 
@@ -37,9 +39,14 @@ class _JobEnded(Exception):
 
 
 class JobRunner:
+    """Events make it act at once rather than at its next poll: a job created (look for work)
+    or cancelled (its run stops starting devices), a device connected (a method job calls it
+    if it waits for it), devices added or a twin changed (continuous jobs look again)."""
+
     def __init__(
         self,
         ctx: JobRunContext,
+        events: EventBroker,
         *,
         node_id: str,
         max_active_jobs: int = 10,
@@ -61,23 +68,28 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._next_renewal = 0.0
         self._next_purge = 0.0
+        events.subscribe(self._job_created, [JobCreated])
+        events.subscribe(self._job_cancelled, [JobCancelled])
+        events.subscribe(self._device_connected, [DeviceConnected])
+        events.subscribe(self._fleet_changed, [DevicesAdded, TwinChanged])
 
     @property
     def active_job_ids(self) -> list[str]:
         return sorted(self._tasks)
 
-    def notify(self, job_id: str | None = None, *, cancelled: bool = False) -> None:
-        """A job was created or cancelled through this node's API: act now, not at the next poll."""
-        if cancelled and job_id is not None and (run := self._runs.get(job_id)) is not None:
+    def _job_created(self, event: JobCreated) -> None:
+        self._wake.set()
+
+    def _job_cancelled(self, event: JobCancelled) -> None:
+        if (run := self._runs.get(event.job_id)) is not None:
             run.cancel()
         self._wake.set()
 
-    def device_connected(self, device_id: str) -> None:
+    def _device_connected(self, event: DeviceConnected) -> None:
         for run in self._runs.values():
-            run.device_connected(device_id)
+            run.device_connected(event.device_id)
 
-    def fleet_changed(self) -> None:
-        """Devices were added or twins changed through this node: continuous jobs look at once."""
+    def _fleet_changed(self, event: DevicesAdded | TwinChanged) -> None:
         for run in self._runs.values():
             run.fleet_changed()
 

@@ -20,9 +20,7 @@ from hub.domain.jobs import DeviceJob, DeviceJobStatus, Job, JobEvent, JobEventK
 from hub.domain.json import JsonObject
 from hub.domain.rollout import AbortVerdict
 from hub.engine.jobs.results import ResultWriter, device_result
-from hub.engine.sessions.methods import MethodService
-from hub.engine.sessions.twins import TwinService
-from hub.ports import DeviceLink, Store
+from hub.ports import DeviceRouter, Store
 from hub.query.parser import parse_condition
 
 __all__ = [
@@ -50,12 +48,12 @@ class RunEnd(Enum):
 
 @dataclass(frozen=True, slots=True)
 class JobRunContext:
+    """What a run works with: devices are reached only through ``router``."""
+
     store: Store
     clock: Clock
     writer: ResultWriter
-    link: DeviceLink
-    methods: MethodService
-    twins: TwinService
+    router: DeviceRouter
     call_window: int = 1000
     continuous_interval: float = 10.0  # a continuous job looks at least this often (and on changes)
 

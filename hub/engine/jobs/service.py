@@ -10,9 +10,10 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from hub.domain.clock import Clock
+from hub.domain.events import JobCancelled, JobCreated
 from hub.domain.jobs import (
     DeviceJob,
     DeviceJobStatistics,
@@ -29,11 +30,10 @@ from hub.domain.json import JsonValue
 from hub.engine.metrics import JOBS_FINISHED
 from hub.engine.query import DEFAULT_PAGE_SIZE
 from hub.errors import BadRequestError, ConcurrencyConflictError
-from hub.ports import JobStore
+from hub.ports import EventBroker, JobStore
 from hub.query.parser import parse_condition
 
 __all__ = [
-    "JobNotifier",
     "JobPage",
     "JobService",
     "cut_page",
@@ -46,10 +46,6 @@ __all__ = [
 
 _CANCEL_BATCH = 1000
 _CANCEL_ATTEMPTS = 20
-
-
-class JobNotifier(Protocol):
-    def __call__(self, job_id: str, *, cancelled: bool) -> None: ...
 
 
 def parse_job_type(value: str | None) -> JobType | None:
@@ -123,10 +119,13 @@ def cut_page(rows: list[T], page_size: int, scope: str, key: Callable[[T], str])
 
 
 class JobService:
-    def __init__(self, store: JobStore, clock: Clock, notify: JobNotifier | None = None) -> None:
+    """Jobs created and cancelled are published (JobCreated, JobCancelled): the runners act
+    on them at once rather than at their next poll."""
+
+    def __init__(self, store: JobStore, clock: Clock, events: EventBroker) -> None:
         self._store = store
         self._clock = clock
-        self.notify = notify
+        self._events = events
 
     async def create(self, job_id: object, body: Mapping[str, JsonValue], *, schedule_id: str | None = None) -> Job:
         """Validate and store a new job: ``scheduled`` when its startTime is later, else ``queued``.
@@ -138,8 +137,7 @@ class JobService:
         job = Job.from_request(request, now, schedule_id=schedule_id)
         await self._store.add_job(job)
         await self._event(job, f"job created ({job.status})")
-        if self.notify is not None:
-            self.notify(job.job_id, cancelled=False)
+        await self._events.publish(JobCreated(job.job_id))
         return job
 
     @staticmethod
@@ -176,8 +174,7 @@ class JobService:
                 cancelled = await self._store.update_job(cancelled, expected_revision=job.revision)
             except ConcurrencyConflictError:
                 continue  # the runner renewed its lease meanwhile: read the job again
-            if self.notify is not None:
-                self.notify(job_id, cancelled=True)
+            await self._events.publish(JobCancelled(job_id))
             await self._cancel_pending(job_id, job.job_type, now)
             await self._event(cancelled, f"job cancelled (was {job.status})")
             JOBS_FINISHED.labels(job.job_type.value, JobStatus.CANCELLED.value, "request").inc()

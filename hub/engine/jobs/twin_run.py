@@ -110,12 +110,12 @@ class TwinJobRun(JobRun):
             writer.event(JobEvent(self.job_id, now, JobEventKind.DEVICE_FAILED, description, device_id=device_id))
         if self._desired:
             for twin in batch.twins:
-                if self._ctx.link.is_connected(twin.device_id):
+                if self._ctx.router.is_connected(twin.device_id):
                     await self._push(twin)
 
     async def _push(self, twin: Twin) -> None:
         assert self._desired is not None
         try:
-            await self._ctx.twins.push_desired(twin.device_id, self._desired, twin.desired.version)
+            await self._ctx.router.push_desired(twin.device_id, self._desired, twin.desired.version)
         except HubError as exc:
             log.debug("desired patch for %s not pushed: %s", twin.device_id, exc)

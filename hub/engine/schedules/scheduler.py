@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from hub.domain.clock import Clock
+from hub.domain.events import ScheduleChanged
 from hub.domain.jobs import JobEvent, JobEventKind
 from hub.domain.recurrence import TICK, due_runs
 from hub.domain.schedules import Overlap, Schedule, ScheduleState, run_job_id
@@ -32,6 +33,7 @@ from hub.errors import (
     ScheduleNotFoundError,
     ServiceUnavailableError,
 )
+from hub.ports import EventBroker
 
 __all__ = ["DEFAULT_GRACE_SECONDS", "Scheduler"]
 
@@ -41,11 +43,14 @@ DEFAULT_GRACE_SECONDS = 600
 
 
 class Scheduler:
+    """A schedule changed (ScheduleChanged): it looks at once, not at its next poll."""
+
     def __init__(
         self,
         service: ScheduleService,
         store: ScheduleStores,
         clock: Clock,
+        events: EventBroker,
         *,
         node_id: str,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
@@ -62,9 +67,9 @@ class Scheduler:
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._wake = asyncio.Event()
+        events.subscribe(self._schedule_changed, [ScheduleChanged])
 
-    def notify(self) -> None:
-        """A schedule was created or enabled through this node's API: look now, not at the next poll."""
+    def _schedule_changed(self, event: ScheduleChanged) -> None:
         self._wake.set()
 
     @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from hub.domain.clock import Clock
+from hub.domain.events import ScheduleChanged
 from hub.domain.jobs import DeviceJobStatistics, Job, JobEvent, JobEventKind, JobStatus
 from hub.domain.json import JsonObject, JsonValue
 from hub.domain.schedules import Schedule, ScheduleRequest, run_job_id
@@ -25,7 +26,7 @@ from hub.errors import (
     JobNotFoundError,
     ScheduleNotFoundError,
 )
-from hub.ports import JobStore, ScheduleStore
+from hub.ports import EventBroker, JobStore, ScheduleStore
 
 __all__ = [
     "DEFAULT_RUN_HISTORY",
@@ -62,15 +63,15 @@ class ScheduleService:
         store: ScheduleStores,
         clock: Clock,
         jobs: JobService,
+        events: EventBroker,
         *,
         run_history: int = DEFAULT_RUN_HISTORY,
-        notify: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._jobs = jobs
+        self._events = events
         self.run_history = run_history
-        self.notify = notify
 
     async def put(self, schedule_id: object, body: Mapping[str, JsonValue]) -> ScheduleView:
         """Create or replace a schedule (BadRequestError for any invalid field). A replaced
@@ -92,7 +93,7 @@ class ScheduleService:
                 )
             except ConcurrencyConflictError:
                 continue
-            self._wake()
+            await self._changed(stored.schedule_id)
             return await self._view(stored)
         raise ConcurrencyConflictError(f"schedule {request.schedule_id!r} is changing too fast; try again")
 
@@ -112,17 +113,19 @@ class ScheduleService:
     async def delete(self, schedule_id: str) -> None:
         """Delete the schedule; the jobs of its runs stay, as jobs."""
         await self._store.remove_schedule(schedule_id)
+        await self._changed(schedule_id)
 
     async def enable(self, schedule_id: str) -> ScheduleView:
         """Enabled from now on: runs missed while it was disabled do not catch up."""
         now = self._clock.now()
         stored = await self.change(schedule_id, lambda schedule: replace(schedule, updated_time=now).enabled_from(now))
-        self._wake()
+        await self._changed(schedule_id)
         return await self._view(stored)
 
     async def disable(self, schedule_id: str) -> ScheduleView:
         now = self._clock.now()
         stored = await self.change(schedule_id, lambda schedule: replace(schedule, updated_time=now).disabled())
+        await self._changed(schedule_id)
         return await self._view(stored)
 
     async def run_now(self, schedule_id: str) -> Job:
@@ -190,6 +193,5 @@ class ScheduleService:
     async def _view(self, schedule: Schedule) -> ScheduleView:
         return ScheduleView(schedule, await self.last_run_status(schedule))
 
-    def _wake(self) -> None:
-        if self.notify is not None:
-            self.notify()
+    async def _changed(self, schedule_id: str) -> None:
+        await self._events.publish(ScheduleChanged(schedule_id))

@@ -8,10 +8,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
-from hub.domain.certificates import check_device_certificate
+from hub.domain.certificates import check_device_certificate, fingerprint_of
 from hub.domain.clock import Clock
 from hub.domain.devices import Device, DeviceStatus
 from hub.engine.sessions.certificates import CertificateService
@@ -66,11 +63,11 @@ class DeviceAuthenticator:
         self._hosts = hub_hosts(hostname) if hostname else None
         self._certificates = certificates
         self._verified: OrderedDict[tuple[bytes, str, str, str], bool] = OrderedDict()
-        self._admitted_by: dict[str, bytes] = {}
+        self._admitted_by: dict[str, str] = {}
 
-    def admitted_by(self, authority: x509.Certificate) -> list[str]:
-        """The devices whose last certificate login ``authority`` admitted."""
-        fingerprint = authority.fingerprint(hashes.SHA256())
+    def admitted_by(self, fingerprint: str) -> list[str]:
+        """The devices whose last certificate login the CA with this SHA-256 ``fingerprint``
+        (hub.domain.certificates.fingerprint_of) admitted."""
         return [device_id for device_id, by in self._admitted_by.items() if by == fingerprint]
 
     async def authenticate(
@@ -111,7 +108,7 @@ class DeviceAuthenticator:
             log.info("refused certificate login of %s: %s", client_id, check.refusal)
             return False
         if check.authority is not None:
-            self._admitted_by[client_id] = check.authority.fingerprint(hashes.SHA256())
+            self._admitted_by[client_id] = fingerprint_of(check.authority)
         return True
 
     async def _check_token(self, client_id: str, password: str) -> bool:

@@ -4,23 +4,21 @@ at start (``--device-ca``, read-only), and the cache of them that logins check a
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from hub.domain.certificates import CaCertificate, load_ca_certificate, validate_certificate_name
+from hub.domain.certificates import CaCertificate, fingerprint_of, load_ca_certificate, validate_certificate_name
 from hub.domain.clock import Clock
 from hub.domain.devices import etag_matches
+from hub.domain.events import CertificateRevoked
 from hub.errors import ConcurrencyConflictError, PreconditionFailedError
-from hub.ports import CertificateStore
+from hub.ports import CertificateStore, EventBroker
 
-__all__ = ["CertificateService", "Revoke"]
+__all__ = ["CertificateService"]
 
 log = logging.getLogger(__name__)
-
-Revoke = Callable[[x509.Certificate], Awaitable[None]]
-"""Called with a CA that no longer admits devices (deleted or replaced): drop what it admitted."""
 
 # Another hub sharing the database may change the CAs; this one notices within this time.
 _CACHE_SECONDS = 5.0
@@ -33,18 +31,21 @@ def _revision_of(if_match: str | None, certificate: CaCertificate) -> int | None
 
 
 class CertificateService:
+    """A CA deleted or replaced stops admitting devices: CertificateRevoked is published, and
+    the devices it admitted lose their connections (hub.engine.sessions.handler)."""
+
     def __init__(
         self,
         store: CertificateStore,
         clock: Clock,
+        events: EventBroker,
         *,
         static: Sequence[x509.Certificate] = (),
-        revoke: Revoke | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
+        self._events = events
         self._static = list(static)
-        self.revoke = revoke
         self._cached: list[x509.Certificate] | None = None
         self._cached_at = 0.0
 
@@ -88,8 +89,7 @@ class CertificateService:
         await self._revoke(current)
 
     async def _revoke(self, certificate: CaCertificate) -> None:
-        if self.revoke is not None:
-            await self.revoke(certificate.certificate)
+        await self._events.publish(CertificateRevoked(fingerprint_of(certificate.certificate)))
 
     async def authorities(self) -> list[x509.Certificate]:
         """The CAs that admit certificateAuthority devices: ``--device-ca`` and the registered ones."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from hub.domain.events import CertificateRevoked, DeviceConnected, DeviceDisconnected
 from hub.engine.sessions.auth import DeviceAuthenticator
 from hub.engine.sessions.methods import MethodService
 from hub.engine.sessions.presence import PresenceService
 from hub.engine.sessions.twins import TwinService
 from hub.errors import BadRequestError, HubError, ServiceUnavailableError
+from hub.ports import DeviceRouter, EventBroker
 from hub.wire.topics import (
     MethodResponse,
     ReportedPatch,
@@ -28,18 +30,33 @@ log = logging.getLogger(__name__)
 
 class DeviceEventHandler:
     """hub.ports.DeviceEvents on top of the device session services: what the gateway reports
-    a device did goes to presence, the twin service and the method service."""
+    a device did goes to presence, the twin service and the method service, and connections
+    and disconnections are published as events.
+
+    Devices whose login on this node a revoked CA admitted are dropped (each node drops its
+    own: only it knows which CA admitted which of its devices)."""
 
     def __init__(
-        self, authenticator: DeviceAuthenticator, presence: PresenceService, twins: TwinService, methods: MethodService
+        self,
+        authenticator: DeviceAuthenticator,
+        presence: PresenceService,
+        twins: TwinService,
+        methods: MethodService,
+        events: EventBroker,
+        router: DeviceRouter,
     ) -> None:
         self._auth = authenticator
         self._presence = presence
         self._twins = twins
         self._methods = methods
+        self._events = events
+        self._router = router
         self.telemetry_count = 0
-        self.connect_listeners: list[Callable[[str], None]] = []
-        """Called with the device id after each connection (the job runner's offline devices)."""
+        events.subscribe(self._certificate_revoked, [CertificateRevoked])
+
+    async def _certificate_revoked(self, event: CertificateRevoked) -> None:
+        for device_id in self._auth.admitted_by(event.fingerprint):
+            await self._router.disconnect(device_id)
 
     async def authenticate(
         self, client_id: str, username: str | None, password: str | None, certificates: Sequence[bytes] = ()
@@ -48,12 +65,12 @@ class DeviceEventHandler:
 
     async def on_connected(self, device_id: str) -> None:
         self._presence.connected(device_id)
-        for listener in self.connect_listeners:
-            listener(device_id)
+        await self._events.publish(DeviceConnected(device_id))
 
     async def on_disconnected(self, device_id: str) -> None:
         self._presence.disconnected(device_id)
         self._methods.on_disconnected(device_id)
+        await self._events.publish(DeviceDisconnected(device_id))
 
     async def on_message(self, device_id: str, topic: str, payload: bytes) -> tuple[str, bytes] | None:
         self._presence.touch(device_id)

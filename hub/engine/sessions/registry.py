@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -17,6 +17,7 @@ from hub.domain.devices import (
     new_device,
     validate_device_id,
 )
+from hub.domain.events import DevicesAdded
 from hub.engine.sessions.presence import PresenceService
 from hub.errors import (
     BadRequestError,
@@ -25,7 +26,7 @@ from hub.errors import (
     HubError,
     PreconditionFailedError,
 )
-from hub.ports import DeviceLink, Store
+from hub.ports import DeviceRouter, EventBroker, Store
 
 __all__ = ["MAX_BULK", "BulkOutcome", "DeviceSpec", "ImportMode", "ImportOperation", "RegistryService"]
 
@@ -76,17 +77,17 @@ class BulkOutcome:
 
 
 class RegistryService:
-    def __init__(self, store: Store, clock: Clock, presence: PresenceService, link: DeviceLink | None = None) -> None:
+    """Devices added are published (DevicesAdded); a device disabled, re-keyed or deleted
+    loses its live connection at once (through the router)."""
+
+    def __init__(
+        self, store: Store, clock: Clock, presence: PresenceService, router: DeviceRouter, events: EventBroker
+    ) -> None:
         self._store = store
         self._clock = clock
         self._presence = presence
-        self.link = link
-        # Called when devices were added: continuous jobs look for new matches at once.
-        self.change_listeners: list[Callable[[], None]] = []
-
-    def _changed(self) -> None:
-        for listener in self.change_listeners:
-            listener()
+        self._router = router
+        self._events = events
 
     async def get_device(self, device_id: str) -> Device:
         return self._presence.overlay_device(await self._store.get_device(device_id))
@@ -106,7 +107,7 @@ class RegistryService:
         validate_device_id(device_id)
         if if_match is None:
             created = await self._store.add_device(self._new(device_id, spec))
-            self._changed()
+            await self._events.publish(DevicesAdded(1))
             return created
         return await self._update(device_id, spec, if_match)
 
@@ -158,8 +159,7 @@ class RegistryService:
         await self._disconnect(device_id)
 
     async def _disconnect(self, device_id: str) -> None:
-        if self.link is not None:
-            await self.link.disconnect(device_id)
+        await self._router.disconnect(device_id)
 
     async def import_devices(self, operations: Sequence[ImportOperation]) -> BulkOutcome:
         """Bulk create/update/delete; creates and deletes are batched, updates go one by one."""
@@ -191,8 +191,11 @@ class RegistryService:
                     await self._update(op.device_id, op.spec, match)
             except HubError as exc:
                 errors.append((op.device_id, exc))
+        added = 0
         if creates:
-            for device_id in sorted(await self._store.add_devices(creates)):
+            existing = await self._store.add_devices(creates)
+            added = len(creates) - len(existing)
+            for device_id in sorted(existing):
                 errors.append(
                     (device_id, DeviceAlreadyExistsError(f"device {device_id!r} already exists", device_id=device_id))
                 )
@@ -204,6 +207,6 @@ class RegistryService:
             for device_id in deletes:
                 self._presence.forget(device_id)
                 await self._disconnect(device_id)
-        if creates:
-            self._changed()
+        if added:
+            await self._events.publish(DevicesAdded(added))
         return BulkOutcome(errors)

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Callable
 
 from hub.domain.clock import Clock
 from hub.domain.devices import etag_matches
+from hub.domain.events import TwinChanged
 from hub.domain.json import JsonObject, loads_strict
 from hub.domain.twin import (
     Twin,
     apply_reported_patch,
     apply_twin_patch,
-    desired_notification,
     device_twin_document,
     parse_twin_patch,
     replace_tags_and_desired,
@@ -30,8 +30,8 @@ from hub.errors import (
     PreconditionFailedError,
     ServiceUnavailableError,
 )
-from hub.ports import DeviceLink, Store
-from hub.wire.topics import desired_patch_topic, twin_response_topic
+from hub.ports import DeviceLink, DeviceRouter, EventBroker, Store
+from hub.wire.topics import twin_response_topic
 
 __all__ = ["MAX_TWIN_GETS_PER_DEVICE", "MAX_WRITE_ATTEMPTS", "TwinService", "decode_json_object"]
 
@@ -60,13 +60,19 @@ def decode_json_object(payload: bytes, what: str) -> JsonObject:
 
 
 class TwinService:
+    """Every twin change is published (TwinChanged); desired changes are pushed to the
+    device through the router. A device's own twin GETs are answered on its connection,
+    through ``link`` (this node's gateway, where the device is connected)."""
+
     def __init__(
         self,
         store: Store,
         clock: Clock,
         presence: PresenceService,
-        link: DeviceLink | None = None,
+        router: DeviceRouter,
+        events: EventBroker,
         *,
+        link: DeviceLink | None = None,
         max_twin_gets_per_device: int = MAX_TWIN_GETS_PER_DEVICE,
     ) -> None:
         if max_twin_gets_per_device < 1:
@@ -74,18 +80,14 @@ class TwinService:
         self._store = store
         self._clock = clock
         self._presence = presence
-        self.link = link
+        self._router = router
+        self._events = events
+        self._link = link
         self._reported = ReportedBatcher(store, clock, self._patch_reported_alone)
         self._max_gets = max_twin_gets_per_device
         self._gets: asyncio.TaskGroup | None = None
         self._gets_in_flight: dict[str, int] = {}
         self._throttled: set[str] = set()
-        # Called when a twin changed (tags, desired, reported): continuous jobs re-check their query.
-        self.change_listeners: list[Callable[[], None]] = []
-
-    def _changed(self) -> None:
-        for listener in self.change_listeners:
-            listener()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[TwinService]:
@@ -125,9 +127,9 @@ class TwinService:
         now = self._clock.now()
 
         twin = await self._write(device_id, if_match, lambda t: apply_twin_patch(t, tags, desired, now))
-        self._changed()
+        await self._events.publish(TwinChanged(device_id))
         if desired:
-            await self.push_desired(device_id, desired, twin.desired.version)
+            await self._router.push_desired(device_id, desired, twin.desired.version)
         return twin
 
     async def replace_twin(self, device_id: str, body: JsonObject, if_match: str | None = None) -> Twin:
@@ -142,23 +144,13 @@ class TwinService:
             return replace_tags_and_desired(twin, tags, desired, now)
 
         twin = await self._write(device_id, if_match, change)
-        self._changed()
+        await self._events.publish(TwinChanged(device_id))
         # The device sees a replace as a patch: new values, and null for keys that went away.
         patch: JsonObject = {key: None for key in previous.get("desired", {}) if key not in desired}
         patch.update(desired)
         if patch:
-            await self.push_desired(device_id, patch, twin.desired.version)
+            await self._router.push_desired(device_id, patch, twin.desired.version)
         return twin
-
-    async def push_desired(self, device_id: str, patch: JsonObject, version: int) -> None:
-        """Send a desired-properties notification if the device is connected (never queued)."""
-        if self.link is None or not self.link.is_connected(device_id):
-            return
-        body = json.dumps(desired_notification(patch, version), separators=(",", ":")).encode()
-        try:
-            await self.link.send(device_id, desired_patch_topic(version), body)
-        except DeviceNotOnlineError:
-            log.debug("desired patch v%s for %s not pushed: device went offline", version, device_id)
 
     # -- the device side -------------------------------------------------------------
 
@@ -172,7 +164,7 @@ class TwinService:
         While running, the read runs beside the device's later messages, so a device that
         floods GETs never falls behind on its connection; past ``max_twin_gets_per_device`` in
         flight, a GET is answered 429 at once and costs the database nothing."""
-        gets, link = self._gets, self.link
+        gets, link = self._gets, self._link
         if gets is None or link is None:
             return await self._twin_get_reply(device_id, rid)
         in_flight = self._gets_in_flight.get(device_id, 0)
@@ -219,7 +211,7 @@ class TwinService:
             version = await self._reported.submit(device_id, patch)
         else:
             version = await self._patch_reported_alone(device_id, patch)
-        self._changed()
+        await self._events.publish(TwinChanged(device_id))
         return version
 
     async def _patch_reported_alone(self, device_id: str, patch: JsonObject) -> int:

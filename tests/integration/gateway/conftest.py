@@ -33,7 +33,7 @@ def gateway_config() -> GatewayConfig:
 
 @pytest.fixture
 async def gateway(events: RecordingEvents, gateway_config: GatewayConfig) -> AsyncIterator[Gateway]:
-    async with Gateway(events, mqtt_socket=bound_socket(), config=gateway_config) as gw:
+    async with Gateway(mqtt_socket=bound_socket(), config=gateway_config).serving(events) as gw:
         yield gw
 
 
@@ -81,10 +81,9 @@ async def tls_gateway(
     events: RecordingEvents, server_tls: SSL.Context, gateway_config: GatewayConfig
 ) -> AsyncIterator[Gateway]:
     async with Gateway(
-        events,
         mqtt_socket=bound_socket(),
         mqtts_socket=bound_socket(),
         tls=server_tls,
         config=gateway_config,
-    ) as gw:
+    ).serving(events) as gw:
         yield gw

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 from amqtt.broker import Broker
-from amqtt.errors import PluginInitError
+from amqtt.errors import PluginImportError, PluginInitError
 from gateway_support import HOST, RecordingEvents, bound_socket, device_client, good_password, raw_client, unique_id
 from OpenSSL import SSL
 
@@ -22,7 +22,9 @@ async def test_ports_are_those_of_the_given_sockets(
 ) -> None:
     plain, tls = bound_socket(), bound_socket()
     ports = plain.getsockname()[1], tls.getsockname()[1]
-    async with Gateway(events, mqtt_socket=plain, mqtts_socket=tls, tls=server_tls, config=gateway_config) as gateway:
+    async with Gateway(mqtt_socket=plain, mqtts_socket=tls, tls=server_tls, config=gateway_config).serving(
+        events
+    ) as gateway:
         assert (gateway.mqtt_port, gateway.mqtts_port) == ports
     assert plain.fileno() == -1
     assert tls.fileno() == -1
@@ -31,7 +33,7 @@ async def test_ports_are_those_of_the_given_sockets(
 async def test_a_socket_that_is_only_bound_is_served(events: RecordingEvents) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((HOST, 0))
-    async with Gateway(events, mqtt_socket=sock) as gateway:
+    async with Gateway(mqtt_socket=sock).serving(events) as gateway:
         assert gateway.mqtts_port is None
         device_id = unique_id()
         assert gateway.mqtt_port
@@ -39,22 +41,22 @@ async def test_a_socket_that_is_only_bound_is_served(events: RecordingEvents) ->
             assert await client.connect(device_id, good_password(device_id)) == (0, 0)
 
 
-def test_sockets_and_tls_context_must_match(events: RecordingEvents, server_tls: SSL.Context) -> None:
+def test_sockets_and_tls_context_must_match(server_tls: SSL.Context) -> None:
     with pytest.raises(ValueError, match="needs"):
-        Gateway(events)
+        Gateway()
     with bound_socket() as sock:
         with pytest.raises(ValueError, match="together"):
-            Gateway(events, mqtts_socket=sock)
+            Gateway(mqtts_socket=sock)
         with pytest.raises(ValueError, match="together"):
-            Gateway(events, mqtt_socket=sock, tls=server_tls)
+            Gateway(mqtt_socket=sock, tls=server_tls)
 
 
-async def test_a_gateway_is_entered_once(events: RecordingEvents) -> None:
-    gateway = Gateway(events, mqtt_socket=bound_socket())
-    async with gateway:
+async def test_a_gateway_serves_once(events: RecordingEvents) -> None:
+    gateway = Gateway(mqtt_socket=bound_socket())
+    async with gateway.serving(events):
         pass
     with pytest.raises(RuntimeError, match="once"):
-        async with gateway:
+        async with gateway.serving(events):
             pass
 
 
@@ -76,7 +78,7 @@ async def test_exit_drops_every_device_with_on_disconnected(
     events: RecordingEvents, gateway_config: GatewayConfig
 ) -> None:
     ids = [unique_id() for _ in range(3)]
-    async with Gateway(events, mqtt_socket=bound_socket(), config=gateway_config) as gateway:
+    async with Gateway(mqtt_socket=bound_socket(), config=gateway_config).serving(events) as gateway:
         assert gateway.mqtt_port
         async with (
             raw_client(gateway.mqtt_port) as a,
@@ -87,7 +89,7 @@ async def test_exit_drops_every_device_with_on_disconnected(
                 assert await client.connect(device_id, good_password(device_id)) == (0, 0)
             for device_id in ids:
                 assert await gateway.wait_connected(device_id, 5)
-            await gateway.__aexit__(None, None, None)
+            await gateway.stop()
             for client in (a, b, c):
                 await client.wait_closed()
         for device_id in ids:
@@ -100,8 +102,8 @@ async def test_exit_drops_every_device_with_on_disconnected(
 
 
 async def test_exit_ends_waits_with_false(events: RecordingEvents) -> None:
-    gateway = Gateway(events, mqtt_socket=bound_socket())
-    async with gateway:
+    gateway = Gateway(mqtt_socket=bound_socket())
+    async with gateway.serving(events):
         waiting = asyncio.create_task(gateway.wait_connected(unique_id(), 30))
         await asyncio.sleep(0)
     assert await waiting is False
@@ -111,30 +113,19 @@ async def test_a_client_that_never_sends_connect_is_dropped(
     events: RecordingEvents, gateway_config: GatewayConfig
 ) -> None:
     config = dataclasses.replace(gateway_config, connect_timeout_seconds=0.2)
-    async with Gateway(events, mqtt_socket=bound_socket(), config=config) as gateway:
+    async with Gateway(mqtt_socket=bound_socket(), config=config).serving(events) as gateway:
         assert gateway.mqtt_port
         async with raw_client(gateway.mqtt_port) as client:
             await client.wait_closed(timeout=5)
 
 
-async def test_events_can_be_set_after_construction_but_before_entering(events: RecordingEvents) -> None:
-    gateway = Gateway(None, mqtt_socket=bound_socket())
-    assert gateway.events is None
-    gateway.events = events
-    async with gateway:
-        with pytest.raises(RuntimeError, match="before entering"):
-            gateway.events = events
-        device_id = unique_id()
-        assert gateway.mqtt_port
-        async with raw_client(gateway.mqtt_port) as client:
-            assert await client.connect(device_id, good_password(device_id)) == (0, 0)
-            await events.wait_for(lambda: events.presence(device_id) == ["connected"])
-
-
-async def test_entering_without_events_fails_and_closes_the_socket() -> None:
+async def test_a_gateway_that_fails_to_start_closes_its_sockets(
+    events: RecordingEvents, gateway_config: GatewayConfig
+) -> None:
     sock = bound_socket()
-    with pytest.raises(RuntimeError, match="no DeviceEvents"):
-        async with Gateway(None, mqtt_socket=sock):
+    config = dataclasses.replace(gateway_config, plugins={"no_such_module.Plugin": {}})
+    with pytest.raises(PluginImportError):
+        async with Gateway(mqtt_socket=sock, config=config).serving(events):
             pass
     assert sock.fileno() == -1
 

@@ -232,7 +232,7 @@ async def test_a_qos2_publish_closes_the_connection(gateway: Gateway, events: Re
 @pytest.fixture
 async def small_gateway(events: RecordingEvents, gateway_config: GatewayConfig) -> AsyncIterator[Gateway]:
     config = dataclasses.replace(gateway_config, max_message_bytes=1024, max_topic_length=200)
-    async with Gateway(events, mqtt_socket=bound_socket(), config=config) as gateway:
+    async with Gateway(mqtt_socket=bound_socket(), config=config).serving(events) as gateway:
         yield gateway
 
 
@@ -254,7 +254,7 @@ async def test_a_device_too_far_ahead_of_the_hub_is_closed_with_one_warning(
     """Past max_pending_messages queued behind a slow handler the connection is closed, once:
     publishes still arriving on the closing connection are dropped without a line each."""
     config = dataclasses.replace(gateway_config, max_pending_messages=5)
-    async with Gateway(events, mqtt_socket=bound_socket(), config=config) as gateway:
+    async with Gateway(mqtt_socket=bound_socket(), config=config).serving(events) as gateway:
         device_id = unique_id()
         assert gateway.mqtt_port
         async with raw_client(gateway.mqtt_port) as client:

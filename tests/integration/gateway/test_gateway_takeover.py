@@ -24,7 +24,7 @@ async def impatient_gateway(events: RecordingEvents, gateway_config: GatewayConf
     """A takeover waits 0.2 s for the old connection's teardown; a closing connection may
     spend 5 s handing its last messages to the hub."""
     config = dataclasses.replace(gateway_config, close_timeout_seconds=0.2, drain_timeout_seconds=5)
-    async with Gateway(events, mqtt_socket=bound_socket(), config=config) as gateway:
+    async with Gateway(mqtt_socket=bound_socket(), config=config).serving(events) as gateway:
         yield gateway
 
 
@@ -60,7 +60,7 @@ async def test_a_device_id_that_connects_too_often_is_refused_and_the_live_conne
 ) -> None:
     config = dataclasses.replace(gateway_config, connects_per_device_burst=3, connects_per_device_per_minute=6)
     device_id = unique_id()
-    async with Gateway(events, mqtt_socket=bound_socket(), config=config) as gateway, asyncio.TaskGroup():
+    async with Gateway(mqtt_socket=bound_socket(), config=config).serving(events) as gateway, asyncio.TaskGroup():
         port = gateway.mqtt_port
         assert port
         clients: list[RawClient] = []
@@ -111,7 +111,7 @@ async def test_two_clients_fighting_over_one_id_are_slowed_to_the_throttle(
                 accepted += 1
                 await client.wait_closed(timeout=30)
 
-    async with Gateway(events, mqtt_socket=bound_socket(), config=config) as gateway:
+    async with Gateway(mqtt_socket=bound_socket(), config=config).serving(events) as gateway:
         port = gateway.mqtt_port
         assert port
         stop = asyncio.Event()
